@@ -1,0 +1,1 @@
+"""Thin scheduled entry points over the services."""

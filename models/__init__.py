@@ -1,0 +1,1 @@
+"""Domain values and tables: what the data is."""

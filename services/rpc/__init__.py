@@ -1,0 +1,1 @@
+"""gRPC adapters: servicers and server wiring."""
