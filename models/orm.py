@@ -5,8 +5,8 @@ Conventions (docs/schema.md explains each table):
   18 decimals: enough for wei-denominated crypto and for notional sums);
 - snapshot tables are append-only and time-ordered: their primary key starts with the account and
   contains ``collected_at`` (so native partitioning by time needs no key change), a BRIN index covers
-  time-range scans, and a small ``*_latest`` table holds the current state so evaluation never scans
-  history;
+  time-range scans, and ``snapshot_heads`` + the ``*_latest`` views (``LATEST_VIEWS``) give the current
+  state so evaluation never scans history;
 - snapshot tables carry no foreign keys: a per-row FK check would halve the COPY rate, and the only
   writer resolves account ids from ``accounts`` in the same transaction.
 """
@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
+    Column,
     Date,
     DateTime,
     Double,
@@ -31,6 +32,7 @@ from sqlalchemy import (
     Numeric,
     PrimaryKeyConstraint,
     String,
+    Table,
     Text,
     UniqueConstraint,
     func,
@@ -141,6 +143,22 @@ class RejectedRecordRow(Base):
     rejected_at: Mapped[datetime] = _now()
 
 
+class SnapshotHeadRow(Base):
+    """The newest accepted snapshot per (account, kind): the "latest" state is the snapshot rows at this
+    ``collected_at``. One small row per account is all a batch has to update besides its COPY, and the
+    ``*_latest`` views join through it on the snapshots' primary key, so evaluation never scans history.
+    An account whose positions were all closed has a head and no rows: its latest book is empty."""
+
+    __tablename__ = "snapshot_heads"
+    __table_args__ = (CheckConstraint(_in("kind", "positions", "balances", "custody_balances"), name="kind"),)
+
+    account_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(primary_key=True)
+    collected_at: Mapped[datetime]
+    observed_at: Mapped[datetime]
+    run_id: Mapped[int] = mapped_column(BigInteger)
+
+
 class PositionSnapshotRow(Base):
     __tablename__ = "position_snapshots"
     __table_args__ = (
@@ -156,22 +174,6 @@ class PositionSnapshotRow(Base):
     mark_price: Mapped[Decimal | None]
     realized_pnl: Mapped[Decimal | None]
     observed_at: Mapped[datetime]
-    run_id: Mapped[int] = mapped_column(BigInteger)
-
-
-class PositionLatestRow(Base):
-    """Current position per (account, symbol). Replaced per account by each accepted collection."""
-
-    __tablename__ = "position_latest"
-
-    account_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    symbol: Mapped[str] = mapped_column(primary_key=True)
-    quantity: Mapped[Decimal]
-    avg_price: Mapped[Decimal | None]
-    mark_price: Mapped[Decimal | None]
-    realized_pnl: Mapped[Decimal | None]
-    observed_at: Mapped[datetime]
-    collected_at: Mapped[datetime]
     run_id: Mapped[int] = mapped_column(BigInteger)
 
 
@@ -192,19 +194,6 @@ class BalanceSnapshotRow(Base):
     run_id: Mapped[int] = mapped_column(BigInteger)
 
 
-class BalanceLatestRow(Base):
-    __tablename__ = "balance_latest"
-
-    account_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    asset: Mapped[str] = mapped_column(primary_key=True)
-    available: Mapped[Decimal]
-    locked: Mapped[Decimal]
-    total: Mapped[Decimal]
-    observed_at: Mapped[datetime]
-    collected_at: Mapped[datetime]
-    run_id: Mapped[int] = mapped_column(BigInteger)
-
-
 class CustodyBalanceSnapshotRow(Base):
     """What a custodian says it holds (segregated) for one exchange account, per asset."""
 
@@ -220,18 +209,6 @@ class CustodyBalanceSnapshotRow(Base):
     asset: Mapped[str]
     total: Mapped[Decimal]
     observed_at: Mapped[datetime]
-    run_id: Mapped[int] = mapped_column(BigInteger)
-
-
-class CustodyBalanceLatestRow(Base):
-    __tablename__ = "custody_balance_latest"
-
-    custodian_account_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    account_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    asset: Mapped[str] = mapped_column(primary_key=True)
-    total: Mapped[Decimal]
-    observed_at: Mapped[datetime]
-    collected_at: Mapped[datetime]
     run_id: Mapped[int] = mapped_column(BigInteger)
 
 
@@ -467,3 +444,49 @@ class NotificationAttemptRow(Base):
     ok: Mapped[bool]
     status_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None]
+
+
+# --- current state views --------------------------------------------------------------------------
+# Created by migration 0001 (the SQL is frozen there); declared here, outside Base.metadata, so queries
+# can use them as tables and autogenerate does not try to create them.
+
+VIEWS = MetaData()
+
+position_latest = Table(
+    "position_latest",
+    VIEWS,
+    Column("account_id", Integer),
+    Column("symbol", Text),
+    Column("quantity", AMOUNT),
+    Column("avg_price", AMOUNT),
+    Column("mark_price", AMOUNT),
+    Column("realized_pnl", AMOUNT),
+    Column("observed_at", DateTime(timezone=True)),
+    Column("collected_at", DateTime(timezone=True)),
+    Column("run_id", BigInteger),
+)
+
+balance_latest = Table(
+    "balance_latest",
+    VIEWS,
+    Column("account_id", Integer),
+    Column("asset", Text),
+    Column("available", AMOUNT),
+    Column("locked", AMOUNT),
+    Column("total", AMOUNT),
+    Column("observed_at", DateTime(timezone=True)),
+    Column("collected_at", DateTime(timezone=True)),
+    Column("run_id", BigInteger),
+)
+
+custody_balance_latest = Table(
+    "custody_balance_latest",
+    VIEWS,
+    Column("custodian_account_id", Integer),
+    Column("account_id", Integer),
+    Column("asset", Text),
+    Column("total", AMOUNT),
+    Column("observed_at", DateTime(timezone=True)),
+    Column("collected_at", DateTime(timezone=True)),
+    Column("run_id", BigInteger),
+)

@@ -11,13 +11,11 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from services import database
@@ -39,20 +37,7 @@ def docker_engine_answers() -> bool:
         return False
 
 
-@contextmanager
-def throwaway_database(server_url: str) -> Iterator[str]:
-    """A uniquely named database on the given server, dropped afterwards."""
-    url = database.normalize_url(server_url)
-    name = f"risk_monitor_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+throwaway_database = database.temporary_database
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,12 @@
 """create core schema
 
 The tables the whole service needs (docs/schema.md describes each): venues and accounts, collection
-runs, append-only snapshot tables with their *_latest companions, rejected records, versioned limits,
-evaluations, alerts and their event log, compliance status and history, and the notification outbox.
+runs, append-only snapshot tables with their heads and *_latest views, rejected records, versioned
+limits, evaluations, alerts and their event log, compliance status and history, and the outbox.
 
 Revision ID: 0001a0c0de01
 Revises:
-Create Date: 2026-11-22 01:43:36.300754+00:00
+Create Date: 2026-11-22 01:50:21.199455+00:00
 """
 
 from collections.abc import Sequence
@@ -21,19 +21,33 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# Current state: the snapshot rows at each account's head. The join runs on the snapshots' primary key
+# (account_id, collected_at, ...), so it reads only current rows however long the history is.
+LATEST_VIEWS = {
+    "position_latest": """
+        SELECT s.account_id, s.symbol, s.quantity, s.avg_price, s.mark_price, s.realized_pnl,
+               s.observed_at, s.collected_at, s.run_id
+        FROM snapshot_heads h
+        JOIN position_snapshots s ON s.account_id = h.account_id AND s.collected_at = h.collected_at
+        WHERE h.kind = 'positions'
+    """,
+    "balance_latest": """
+        SELECT s.account_id, s.asset, s.available, s.locked, s.total, s.observed_at, s.collected_at, s.run_id
+        FROM snapshot_heads h
+        JOIN balance_snapshots s ON s.account_id = h.account_id AND s.collected_at = h.collected_at
+        WHERE h.kind = 'balances'
+    """,
+    "custody_balance_latest": """
+        SELECT s.custodian_account_id, s.account_id, s.asset, s.total, s.observed_at, s.collected_at, s.run_id
+        FROM snapshot_heads h
+        JOIN custody_balance_snapshots s
+          ON s.custodian_account_id = h.account_id AND s.collected_at = h.collected_at
+        WHERE h.kind = 'custody_balances'
+    """,
+}
+
+
 def upgrade() -> None:
-    op.create_table(
-        "balance_latest",
-        sa.Column("account_id", sa.Integer(), nullable=False),
-        sa.Column("asset", sa.Text(), nullable=False),
-        sa.Column("available", sa.Numeric(precision=38, scale=18), nullable=False),
-        sa.Column("locked", sa.Numeric(precision=38, scale=18), nullable=False),
-        sa.Column("total", sa.Numeric(precision=38, scale=18), nullable=False),
-        sa.Column("observed_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("collected_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("run_id", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("account_id", "asset", name=op.f("pk_balance_latest")),
-    )
     op.create_table(
         "balance_snapshots",
         sa.Column("account_id", sa.Integer(), nullable=False),
@@ -54,17 +68,6 @@ def upgrade() -> None:
         postgresql_using="brin",
     )
     op.create_table(
-        "custody_balance_latest",
-        sa.Column("custodian_account_id", sa.Integer(), nullable=False),
-        sa.Column("account_id", sa.Integer(), nullable=False),
-        sa.Column("asset", sa.Text(), nullable=False),
-        sa.Column("total", sa.Numeric(precision=38, scale=18), nullable=False),
-        sa.Column("observed_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("collected_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("run_id", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("custodian_account_id", "account_id", "asset", name=op.f("pk_custody_balance_latest")),
-    )
-    op.create_table(
         "custody_balance_snapshots",
         sa.Column("custodian_account_id", sa.Integer(), nullable=False),
         sa.Column("collected_at", sa.DateTime(timezone=True), nullable=False),
@@ -74,11 +77,7 @@ def upgrade() -> None:
         sa.Column("observed_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("run_id", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint(
-            "custodian_account_id",
-            "collected_at",
-            "account_id",
-            "asset",
-            name=op.f("pk_custody_balance_snapshots"),
+            "custodian_account_id", "collected_at", "account_id", "asset", name=op.f("pk_custody_balance_snapshots")
         ),
     )
     op.create_index(
@@ -105,11 +104,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_evaluations")),
     )
     op.create_index(
-        op.f("ix_evaluations__started_at"),
-        "evaluations",
-        ["started_at"],
-        unique=False,
-        postgresql_using="brin",
+        op.f("ix_evaluations__started_at"), "evaluations", ["started_at"], unique=False, postgresql_using="brin"
     )
     op.create_table(
         "limits",
@@ -120,10 +115,7 @@ def upgrade() -> None:
         sa.Column("scope", sa.Text(), nullable=False),
         sa.Column("scope_ref", sa.Text(), nullable=True),
         sa.Column(
-            "filters",
-            postgresql.JSONB(astext_type=sa.Text()),
-            server_default=sa.text("'{}'::jsonb"),
-            nullable=False,
+            "filters", postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False
         ),
         sa.Column("warn", sa.Numeric(precision=38, scale=18), nullable=True),
         sa.Column("critical", sa.Numeric(precision=38, scale=18), nullable=True),
@@ -137,11 +129,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("name", "version", name=op.f("uq_limits__name_version")),
     )
     op.create_index(
-        "ix_limits__name__current",
-        "limits",
-        ["name"],
-        unique=True,
-        postgresql_where=sa.text("valid_to IS NULL"),
+        "ix_limits__name__current", "limits", ["name"], unique=True, postgresql_where=sa.text("valid_to IS NULL")
     )
     op.create_table(
         "pnl_marks",
@@ -151,19 +139,6 @@ def upgrade() -> None:
         sa.Column("trading_day", sa.Date(), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("scope", name=op.f("pk_pnl_marks")),
-    )
-    op.create_table(
-        "position_latest",
-        sa.Column("account_id", sa.Integer(), nullable=False),
-        sa.Column("symbol", sa.Text(), nullable=False),
-        sa.Column("quantity", sa.Numeric(precision=38, scale=18), nullable=False),
-        sa.Column("avg_price", sa.Numeric(precision=38, scale=18), nullable=True),
-        sa.Column("mark_price", sa.Numeric(precision=38, scale=18), nullable=True),
-        sa.Column("realized_pnl", sa.Numeric(precision=38, scale=18), nullable=True),
-        sa.Column("observed_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("collected_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("run_id", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("account_id", "symbol", name=op.f("pk_position_latest")),
     )
     op.create_table(
         "position_snapshots",
@@ -213,6 +188,18 @@ def upgrade() -> None:
         ["collected_at"],
         unique=False,
         postgresql_using="brin",
+    )
+    op.create_table(
+        "snapshot_heads",
+        sa.Column("account_id", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.Text(), nullable=False),
+        sa.Column("collected_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("observed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("run_id", sa.BigInteger(), nullable=False),
+        sa.CheckConstraint(
+            "kind IN ('positions', 'balances', 'custody_balances')", name=op.f("ck_snapshot_heads__kind")
+        ),
+        sa.PrimaryKeyConstraint("account_id", "kind", name=op.f("pk_snapshot_heads")),
     )
     op.create_table(
         "venues",
@@ -389,10 +376,7 @@ def upgrade() -> None:
         sa.Column("observed_value", sa.Numeric(precision=38, scale=18), nullable=True),
         sa.Column("threshold", sa.Numeric(precision=38, scale=18), nullable=True),
         sa.Column(
-            "details",
-            postgresql.JSONB(astext_type=sa.Text()),
-            server_default=sa.text("'{}'::jsonb"),
-            nullable=False,
+            "details", postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False
         ),
         sa.Column("prev_hash", sa.Text(), nullable=False),
         sa.Column("hash", sa.String(length=64), nullable=False),
@@ -402,11 +386,7 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_alert_events__alert_id_id"), "alert_events", ["alert_id", "id"], unique=False)
     op.create_index(
-        op.f("ix_alert_events__occurred_at"),
-        "alert_events",
-        ["occurred_at"],
-        unique=False,
-        postgresql_using="brin",
+        op.f("ix_alert_events__occurred_at"), "alert_events", ["occurred_at"], unique=False, postgresql_using="brin"
     )
     op.create_table(
         "notification_outbox",
@@ -450,8 +430,13 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_notification_attempts__outbox_id"), "notification_attempts", ["outbox_id"], unique=False)
 
+    for name, query in LATEST_VIEWS.items():
+        op.execute(sa.text(f"CREATE VIEW {name} AS {query}"))
+
 
 def downgrade() -> None:
+    for name in LATEST_VIEWS:
+        op.execute(sa.text(f"DROP VIEW {name}"))
     op.drop_index(op.f("ix_notification_attempts__outbox_id"), table_name="notification_attempts")
     op.drop_table("notification_attempts")
     op.drop_index(
@@ -482,12 +467,12 @@ def downgrade() -> None:
     op.drop_table("collection_runs")
     op.drop_table("accounts")
     op.drop_table("venues")
+    op.drop_table("snapshot_heads")
     op.drop_index(op.f("ix_price_snapshots__collected_at"), table_name="price_snapshots", postgresql_using="brin")
     op.drop_table("price_snapshots")
     op.drop_table("price_latest")
     op.drop_index(op.f("ix_position_snapshots__collected_at"), table_name="position_snapshots", postgresql_using="brin")
     op.drop_table("position_snapshots")
-    op.drop_table("position_latest")
     op.drop_table("pnl_marks")
     op.drop_index("ix_limits__name__current", table_name="limits", postgresql_where=sa.text("valid_to IS NULL"))
     op.drop_table("limits")
@@ -499,7 +484,5 @@ def downgrade() -> None:
         postgresql_using="brin",
     )
     op.drop_table("custody_balance_snapshots")
-    op.drop_table("custody_balance_latest")
     op.drop_index(op.f("ix_balance_snapshots__collected_at"), table_name="balance_snapshots", postgresql_using="brin")
     op.drop_table("balance_snapshots")
-    op.drop_table("balance_latest")
