@@ -48,16 +48,29 @@ def synthetic_book(accounts: int, rng: random.Random):  # type: ignore[no-untype
         metas.append(AccountMeta(key, venue, "copper" if i % 3 == 0 else None, frozenset({f"desk-{i % 20}"})))
         for base in rng.sample(BASES, 10):
             kind = InstrumentKind.PERPETUAL if rng.random() < 0.5 else InstrumentKind.SPOT
-            qty = d(round(rng.uniform(-50, 50), 3)) if kind is InstrumentKind.PERPETUAL else d(round(rng.uniform(0, 50), 3))
-            positions.append(Position(venue, key, f"{base}USDT", qty, d(round(rng.uniform(1, 60000), 2)), NOW, kind=kind))
+            qty = (
+                d(round(rng.uniform(-50, 50), 3))
+                if kind is InstrumentKind.PERPETUAL
+                else d(round(rng.uniform(0, 50), 3))
+            )
+            positions.append(
+                Position(venue, key, f"{base}USDT", qty, d(round(rng.uniform(1, 60000), 2)), NOW, kind=kind)
+            )
         balances.append(Balance(venue, key, "USDT", d(1_000_000), d(0), d(1_000_000), NOW))
         balances.append(Balance(venue, key, "BTC", d(2), d(0), d(2), NOW))
         if i % 3 == 0:
             custody.append(CustodyBalance("copper", venue, key, "USDT", d(1_000_000), NOW))
         if i % 50 == 0:
-            settlements.append(PendingSettlement(f"s{i}", key, "USDT", d(1000), NOW, (NOW - timedelta(days=2)).date()))
+            settlements.append(
+                PendingSettlement(f"s{i}", key, "USDT", d(1000), NOW, (NOW - timedelta(days=2)).date())
+            )
     return build_book(
-        accounts=metas, positions=positions, balances=balances, prices=prices, custody=custody, settlements=settlements
+        accounts=metas,
+        positions=positions,
+        balances=balances,
+        prices=prices,
+        custody=custody,
+        settlements=settlements,
     )
 
 
@@ -67,20 +80,77 @@ LIMITS = [
     Limit("firm-daily-loss", LimitType.DAILY_LOSS, warn=d("1e6"), critical=d("5e6")),
     Limit("firm-drawdown", LimitType.DRAWDOWN, warn=d("0.1"), critical=d("0.2")),
     Limit("firm-btc-delta", LimitType.DELTA, asset="BTC", warn=d("5000"), critical=d("10000")),
-    Limit("firm-asset-conc", LimitType.CONCENTRATION, dimension=Dimension.ASSET, warn=d("0.5"), critical=d("0.7")),
-    Limit("firm-venue-conc", LimitType.CONCENTRATION, dimension=Dimension.VENUE, warn=d("0.5"), critical=d("0.7")),
+    Limit(
+        "firm-asset-conc",
+        LimitType.CONCENTRATION,
+        dimension=Dimension.ASSET,
+        warn=d("0.5"),
+        critical=d("0.7"),
+    ),
+    Limit(
+        "firm-venue-conc",
+        LimitType.CONCENTRATION,
+        dimension=Dimension.VENUE,
+        warn=d("0.5"),
+        critical=d("0.7"),
+    ),
     Limit("acct-leverage", LimitType.LEVERAGE, per_account=True, warn=d("3"), critical=d("5")),
     Limit("acct-gross", LimitType.GROSS_NOTIONAL, per_account=True, warn=d("5e6"), critical=d("1e7")),
     Limit("acct-daily-loss", LimitType.DAILY_LOSS, per_account=True, warn=d("1e5"), critical=d("2e5")),
     Limit("acct-drawdown", LimitType.DRAWDOWN, per_account=True, warn=d("0.2"), critical=d("0.3")),
-    Limit("acct-btc-long", LimitType.POSITION_QUANTITY, per_account=True, symbol="BTC-USDT", side=Side.LONG, warn=d("40"), critical=d("49")),
-    Limit("acct-eth-short", LimitType.POSITION_QUANTITY, per_account=True, symbol="ETH-USDT", side=Side.SHORT, warn=d("40"), critical=d("49")),
-    Limit("acct-pos-notional", LimitType.POSITION_NOTIONAL, per_account=True, warn=d("2e6"), critical=d("3e6")),
-    Limit("desk-gross", LimitType.GROSS_NOTIONAL, scope=Scope.GROUP, scope_ref="desk-1", warn=d("1e10"), critical=d("2e10")),
-    Limit("desk-leverage", LimitType.LEVERAGE, scope=Scope.GROUP, scope_ref="desk-2", warn=d("3"), critical=d("5")),
+    Limit(
+        "acct-btc-long",
+        LimitType.POSITION_QUANTITY,
+        per_account=True,
+        symbol="BTC-USDT",
+        side=Side.LONG,
+        warn=d("40"),
+        critical=d("49"),
+    ),
+    Limit(
+        "acct-eth-short",
+        LimitType.POSITION_QUANTITY,
+        per_account=True,
+        symbol="ETH-USDT",
+        side=Side.SHORT,
+        warn=d("40"),
+        critical=d("49"),
+    ),
+    Limit(
+        "acct-pos-notional", LimitType.POSITION_NOTIONAL, per_account=True, warn=d("2e6"), critical=d("3e6")
+    ),
+    Limit(
+        "desk-gross",
+        LimitType.GROSS_NOTIONAL,
+        scope=Scope.GROUP,
+        scope_ref="desk-1",
+        warn=d("1e10"),
+        critical=d("2e10"),
+    ),
+    Limit(
+        "desk-leverage",
+        LimitType.LEVERAGE,
+        scope=Scope.GROUP,
+        scope_ref="desk-2",
+        warn=d("3"),
+        critical=d("5"),
+    ),
     Limit("stale-positions", LimitType.STALE_DATA, kind="positions", warn=d("60"), critical=d("300")),
-    Limit("usdt-depeg", LimitType.PRICE_DEVIATION, symbol="USDT-USD", reference=d(1), warn=d("0.005"), critical=d("0.02")),
-    Limit("custody-recon", LimitType.RECONCILIATION, abs_tolerance=d("0.01"), warn=d("1000"), critical=d("10000")),
+    Limit(
+        "usdt-depeg",
+        LimitType.PRICE_DEVIATION,
+        symbol="USDT-USD",
+        reference=d(1),
+        warn=d("0.005"),
+        critical=d("0.02"),
+    ),
+    Limit(
+        "custody-recon",
+        LimitType.RECONCILIATION,
+        abs_tolerance=d("0.01"),
+        warn=d("1000"),
+        critical=d("10000"),
+    ),
     Limit("unsettled", LimitType.UNSETTLED_EXPOSURE, warn=d("1e5"), critical=d("1e6")),
 ]
 

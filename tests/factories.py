@@ -51,7 +51,9 @@ def position(
     )
 
 
-def balance(asset: str = "USDT", total: str = "1000", *, account: str = "binance:acct-1", at: datetime = NOW) -> Balance:
+def balance(
+    asset: str = "USDT", total: str = "1000", *, account: str = "binance:acct-1", at: datetime = NOW
+) -> Balance:
     return Balance(account.partition(":")[0], account, asset, Decimal(total), Decimal(0), Decimal(total), at)
 
 
@@ -71,7 +73,9 @@ def settlement(
     return PendingSettlement(f"s-{account}-{asset}-{due}", account, asset, Decimal(qty), NOW, due)
 
 
-def account(key: str = "binance:acct-1", *, custodian: str | None = None, groups: tuple[str, ...] = ()) -> AccountMeta:
+def account(
+    key: str = "binance:acct-1", *, custodian: str | None = None, groups: tuple[str, ...] = ()
+) -> AccountMeta:
     return AccountMeta(key, key.partition(":")[0], custodian, frozenset(groups))
 
 

@@ -71,13 +71,29 @@ def book_and_limits():  # type: ignore[no-untyped-def]
         limit("acct-leverage", LimitType.LEVERAGE, per_account=True, warn="3", critical="5"),
         limit("firm-daily-loss", LimitType.DAILY_LOSS, warn="2000", critical="5000"),
         limit("firm-drawdown", LimitType.DRAWDOWN, warn="0.05", critical="0.1"),
-        limit("eth-short", LimitType.POSITION_QUANTITY, symbol="ETH-USDT", side=Side.SHORT, warn="5", critical="8"),
-        limit("btc-long", LimitType.POSITION_QUANTITY, symbol="BTC-USDT", side=Side.LONG, warn="5", critical="8"),
+        limit(
+            "eth-short",
+            LimitType.POSITION_QUANTITY,
+            symbol="ETH-USDT",
+            side=Side.SHORT,
+            warn="5",
+            critical="8",
+        ),
+        limit(
+            "btc-long", LimitType.POSITION_QUANTITY, symbol="BTC-USDT", side=Side.LONG, warn="5", critical="8"
+        ),
         limit("eth-delta", LimitType.DELTA, asset="ETH", critical="4"),
         limit("asset-conc", LimitType.CONCENTRATION, dimension="asset", warn="0.8", critical="0.9"),
         limit("recon", LimitType.RECONCILIATION, abs_tolerance="0.01", warn="500", critical="5000"),
         limit("overdue", LimitType.UNSETTLED_EXPOSURE, warn="1000", critical="10000"),
-        limit("usdt-depeg", LimitType.PRICE_DEVIATION, symbol="USDT-USD", reference="1", warn="0.0005", critical="0.005"),
+        limit(
+            "usdt-depeg",
+            LimitType.PRICE_DEVIATION,
+            symbol="USDT-USD",
+            reference="1",
+            warn="0.0005",
+            critical="0.005",
+        ),
     ]
     return book, limits
 
