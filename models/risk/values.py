@@ -1,0 +1,165 @@
+"""Plain input values for risk evaluation: positions, balances, prices, settlements, account metadata."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+
+ZERO = Decimal(0)
+ONE = Decimal(1)
+
+# Quote currencies recognised at the end of concatenated symbols like "BTCUSDT". Longest first so that
+# "FDUSD" wins over "USD" and "USDT" over "USD".
+_KNOWN_QUOTES = ("FDUSD", "USDT", "USDC", "BUSD", "TUSD", "DAI", "USD", "EUR", "BTC", "ETH")
+_SEPARATORS = re.compile(r"[-/_:]")
+_ASSET = re.compile(r"^[A-Z0-9]{2,12}$")
+
+
+class InstrumentKind(StrEnum):
+    SPOT = "spot"
+    PERPETUAL = "perpetual"
+    FUTURE = "future"
+    OPTION = "option"
+
+
+def split_symbol(symbol: str) -> tuple[str, str]:
+    """Split "BTC-USDT", "BTC/USDT", "BTC_USDT", "BTCUSDT" or "BTC-USDT-SWAP" into ("BTC", "USDT").
+
+    A trailing "PERP" (FTX/Deribit style "BTC-PERP") means a USD-quoted perpetual. Anything else we can't
+    read unambiguously (option symbols like "BTC-27JUN25-60000-C") raises ValueError: the collector must
+    then pass base and quote explicitly.
+    """
+    text = symbol.strip().upper()
+    parts = [p for p in _SEPARATORS.split(text) if p]
+    if len(parts) >= 2:
+        base, quote = parts[0], parts[1]
+        if quote == "PERP":
+            quote = "USD"
+    elif len(parts) == 1:
+        base, quote = "", ""
+        for candidate in _KNOWN_QUOTES:
+            if text.endswith(candidate) and len(text) > len(candidate):
+                base, quote = text[: -len(candidate)], candidate
+                break
+    else:
+        base = quote = ""
+    if not (_ASSET.match(base) and _ASSET.match(quote) and quote.isalpha()):
+        raise ValueError(f"cannot split symbol {symbol!r} into base and quote")
+    return base, quote
+
+
+def pair_key(base: str, quote: str) -> str:
+    """The canonical symbol ("BTC-USDT") that joins venue symbols with market-data symbols."""
+    return f"{base}-{quote}"
+
+
+def canonical_symbol(symbol: str) -> str:
+    return pair_key(*split_symbol(symbol))
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """An exchange position. The sign of quantity is authoritative: negative is short."""
+
+    venue: str
+    account: str
+    symbol: str
+    quantity: Decimal
+    avg_price: Decimal
+    observed_at: datetime
+    mark_price: Decimal | None = None  # None: use the latest market price of the symbol
+    realized_pnl: Decimal | None = None
+    multiplier: Decimal = ONE
+    kind: InstrumentKind = InstrumentKind.SPOT
+    delta: Decimal | None = None  # venue-supplied per-unit delta, options only (see docs/risk-model.md)
+    base: str = ""  # derived from symbol when empty
+    quote: str = ""
+    # Derived once at construction so the hot evaluation path never parses symbols or re-multiplies.
+    pair: str = field(init=False, compare=False, repr=False)  # canonical "BASE-QUOTE"
+    instrument: tuple[str, str] = field(init=False, compare=False, repr=False)  # (pair, kind)
+    units: Decimal = field(init=False, compare=False, repr=False)  # quantity × multiplier, signed
+    cost: Decimal = field(init=False, compare=False, repr=False)  # units × avg_price, quote currency
+
+    def __post_init__(self) -> None:
+        if not self.base or not self.quote:
+            base, quote = split_symbol(self.symbol)
+            object.__setattr__(self, "base", self.base or base)
+            object.__setattr__(self, "quote", self.quote or quote)
+        pair = pair_key(self.base, self.quote)
+        units = self.quantity * self.multiplier
+        object.__setattr__(self, "pair", pair)
+        object.__setattr__(self, "instrument", (pair, str(self.kind.value)))
+        object.__setattr__(self, "units", units)
+        object.__setattr__(self, "cost", units * self.avg_price)
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """An exchange balance of one asset; total = available + locked as reported by the venue."""
+
+    venue: str
+    account: str
+    asset: str
+    available: Decimal
+    locked: Decimal
+    total: Decimal
+    observed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CustodyBalance:
+    """A custodian's segregated balance held for an exchange account."""
+
+    custodian: str
+    venue: str
+    account: str
+    asset: str
+    total: Decimal
+    observed_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """A market price of `symbol` in its quote currency."""
+
+    symbol: str
+    price: Decimal
+    observed_at: datetime
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSettlement:
+    settlement_id: str
+    account: str
+    asset: str
+    quantity: Decimal
+    initiated_at: datetime
+    expected_settlement_date: date
+
+
+@dataclass(frozen=True, slots=True)
+class AccountMeta:
+    """Static facts about an account key like "binance:acct-1"."""
+
+    account: str
+    venue: str
+    custodian: str | None = None
+    groups: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True, slots=True)
+class PriceTick:
+    """A new market price for one symbol (real-time path)."""
+
+    price: Price
+
+
+@dataclass(frozen=True, slots=True)
+class PositionTick:
+    """A position update or fill result: the account's new position in `position.symbol`."""
+
+    position: Position

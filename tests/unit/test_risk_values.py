@@ -1,0 +1,115 @@
+"""Symbols, P&L marks, reconciliation, settlements and price deviation on literals."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from models.risk import (
+    INFINITY,
+    PnlMarks,
+    data_age_seconds,
+    drawdown,
+    is_overdue,
+    price_deviation,
+    price_table,
+    reconcile,
+    split_symbol,
+    trading_day,
+    unsettled_exposure,
+    update_marks,
+)
+from tests.factories import NOW, balance, custody, price, settlement
+
+D = Decimal
+
+
+@pytest.mark.parametrize("symbol", ["BTC-USDT", "BTC/USDT", "BTCUSDT", "btc_usdt", "BTC-USDT-SWAP"])
+def test_symbols_split_into_base_and_quote_whatever_the_venue_spelling(symbol: str) -> None:
+    assert split_symbol(symbol) == ("BTC", "USDT")
+
+
+def test_a_perp_suffix_means_usd_quoted_and_option_symbols_are_refused() -> None:
+    assert split_symbol("ETH-PERP") == ("ETH", "USD")
+    with pytest.raises(ValueError, match="cannot split"):
+        split_symbol("BTC-27JUN25-60000-C")
+
+
+def test_stablecoins_are_valued_at_their_market_price_not_at_one() -> None:
+    table = price_table([price("USDT-USD", "0.98"), price("BTC-USDT", "100")])
+    assert table.usd["USDT"] == D("0.98")
+    assert table.usd["BTC"] == D("98.00")
+
+
+def test_a_missing_stablecoin_price_leaves_its_quotes_unpriced() -> None:
+    table = price_table([price("BTC-USDT", "100")])
+    assert "USDT" not in table.usd
+    assert "BTC" not in table.usd
+
+
+def test_the_newest_price_of_a_symbol_wins() -> None:
+    old = price("BTC-USD", "1", at=NOW - timedelta(seconds=5))
+    table = price_table([price("BTC-USD", "2"), old])
+    assert table.pair_prices["BTC-USD"] == D(2)
+
+
+def test_the_trading_day_starts_at_utc_midnight_plus_the_offset() -> None:
+    late = datetime(2026, 3, 4, 7, 59, tzinfo=UTC)
+    assert trading_day(late) == date(2026, 3, 4)
+    assert trading_day(late, timedelta(hours=8)) == date(2026, 3, 3)
+
+
+def test_marks_roll_the_day_start_and_keep_the_high_water_mark() -> None:
+    marks = update_marks(None, D(100), NOW)
+    assert marks == PnlMarks(D(100), D(100), date(2026, 3, 4))
+    higher = update_marks(marks, D(120), NOW)
+    assert (higher.hwm, higher.day_start_equity) == (D(120), D(100))
+    next_day = update_marks(higher, D(90), NOW + timedelta(days=1))
+    assert next_day == PnlMarks(D(120), D(90), date(2026, 3, 5))
+    assert drawdown(next_day, D(90)) == D("0.25")
+
+
+def test_an_unchanged_observation_returns_the_same_marks_object() -> None:
+    marks = PnlMarks(D(100), D(100), date(2026, 3, 4))
+    assert update_marks(marks, D(99), NOW) is marks
+    assert update_marks(marks, D(99), NOW - timedelta(days=1)) is marks  # replayed old data
+
+
+def test_reconciliation_counts_a_missing_side_as_zero_and_respects_tolerance() -> None:
+    mismatches = reconcile(
+        [balance("USDT", "1000"), balance("BTC", "1")],
+        [custody("USDT", "1000.4"), custody("ETH", "3")],
+        abs_tolerance=D("0.5"),
+    )
+    assert [(m.asset, m.exchange_total, m.custody_total, m.difference) for m in mismatches] == [
+        ("BTC", D(1), D(0), D(-1)),
+        ("ETH", D(0), D(3), D(3)),
+    ]
+
+
+def test_relative_tolerance_scales_with_the_larger_side() -> None:
+    assert reconcile([balance("USDT", "1000")], [custody("USDT", "1001")], rel_tolerance=D("0.001")) == []
+    assert len(reconcile([balance("USDT", "1000")], [custody("USDT", "1002")], rel_tolerance=D("0.001"))) == 1
+
+
+def test_only_settlements_past_their_date_are_unsettled_exposure() -> None:
+    due_today = settlement(due=date(2026, 3, 4))
+    overdue = settlement("BTC", "-2", due=date(2026, 3, 3))
+    assert not is_overdue(due_today, NOW)
+    result = unsettled_exposure(
+        [due_today, overdue, settlement("XYZ", due=date(2026, 1, 1))], {"BTC": D(10)}, NOW
+    )
+    assert (result.count, result.value, result.unpriced) == (2, D(20), ("XYZ",))
+
+
+def test_price_deviation_is_relative_and_a_missing_price_is_infinite() -> None:
+    assert price_deviation(D("0.97"), D(1)) == D("0.03")
+    assert price_deviation(None, D(1)) == INFINITY
+
+
+def test_data_age_is_exact_and_never_seen_is_infinitely_old() -> None:
+    assert data_age_seconds(NOW - timedelta(seconds=90, microseconds=500), NOW) == D("90.0005")
+    assert data_age_seconds(None, NOW) == INFINITY
+    assert data_age_seconds(NOW + timedelta(seconds=3), NOW) == D(0)
