@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -47,6 +48,7 @@ class FaultBook:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
+        self.hits: Counter[tuple[str, str]] = Counter()  # requests seen per (venue, endpoint)
 
     def add(self, fault: Fault) -> None:
         if fault.kind == "malformed" and fault.mode not in MALFORMED_MODES:
@@ -67,6 +69,7 @@ class FaultBook:
     def take(self, venue: str, endpoint: str) -> Outcome:
         delay, status, malformed = 0.0, None, None
         with self._lock:
+            self.hits[venue, endpoint] += 1
             for fault in self._faults:
                 if not fault.matches(venue, endpoint):
                     continue

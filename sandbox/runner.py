@@ -116,6 +116,10 @@ class RunningSandbox:
     def malform(self, venue: str, mode: str, *, endpoint: str = ANY, count: int | None = None) -> None:
         self.faults.add(Fault("malformed", venue, endpoint, count, mode=mode))
 
+    def hits(self, venue: str, endpoint: str) -> int:
+        """Requests the venue has received on `endpoint` (retries included)."""
+        return self.faults.hits[venue, endpoint]
+
     def clear_faults(self, venue: str = ANY) -> None:
         self.faults.clear(venue)
 
