@@ -261,6 +261,19 @@ def test_the_client_reconnects_after_market_data_restarts(
     assert market_data.state is StreamState.STREAMING
 
 
+def test_a_paused_stream_goes_quiet_and_the_last_message_time_shows_it(
+    sandbox: RunningSandbox, market_data: MarketDataClient
+) -> None:
+    wait_for(lambda: market_data.last_message_at is not None)
+    sandbox.control("POST", "stream", {"action": "pause"})
+    time.sleep(0.1)  # let an update already in flight arrive
+    quiet_since = market_data.last_message_at
+    time.sleep(0.2)
+    assert market_data.last_message_at == quiet_since
+    sandbox.control("POST", "stream", {"action": "resume"})
+    wait_for(lambda: market_data.last_message_at != quiet_since)
+
+
 def test_a_bad_price_update_is_rejected_and_the_last_good_price_kept(
     sandbox: RunningSandbox, market_data: MarketDataClient
 ) -> None:
