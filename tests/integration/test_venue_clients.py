@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from models.payloads import MalformedResponse
 from sandbox import RunningSandbox, start
@@ -25,6 +27,7 @@ FAST = HttpPolicy(
     breaker_cooldown=0.3,
 )
 ACCOUNT = "exchange-a-acc-1"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 5.0) -> None:
@@ -329,3 +332,29 @@ def test_the_control_endpoint_drives_the_world(sandbox: RunningSandbox, exchange
     assert (position.quantity, position.mark_price) == (Decimal(2), Decimal(45000))
     with pytest.raises(VenueUnavailable):
         exchange.accounts()
+
+
+# -- the documented contract -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "venue", "ids"),
+    [
+        ("exchange.yaml", "exchange-a", {"account_id": ACCOUNT}),
+        ("custodian.yaml", "custodian-a", {"client_id": "client-1"}),
+    ],
+)
+def test_every_documented_path_is_served_with_its_required_fields(
+    sandbox: RunningSandbox, spec: str, venue: str, ids: dict[str, str]
+) -> None:
+    doc = yaml.safe_load((DOCS / "openapi" / spec).read_text(encoding="utf-8"))
+    base = {**sandbox.exchange_urls, **sandbox.custodian_urls}[venue]
+    with requests.Session() as http:
+        for path, operations in doc["paths"].items():
+            schema_ref = operations["get"]["responses"]["200"]["content"]["application/json"]["schema"][
+                "$ref"
+            ]
+            schema = doc["components"]["schemas"][schema_ref.rsplit("/", 1)[1]]
+            response = http.get(base + path.format(**ids), timeout=2)
+            assert response.status_code == 200, path
+            assert set(schema["required"]) <= set(response.json()), path
