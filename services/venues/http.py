@@ -10,6 +10,7 @@ bodies are validated by `models.payloads` (`MalformedResponse` for a wholly bad 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -122,6 +123,7 @@ class _VenueHttp:
         self.policy = policy
         self.clock = clock
         self.breakers: dict[str, CircuitBreaker] = {}
+        self._breakers_lock = threading.Lock()  # metrics may read states from another thread
         self.session = requests.Session()
         adapter = HTTPAdapter(max_retries=policy.retry())
         self.session.mount("http://", adapter)
@@ -131,13 +133,14 @@ class _VenueHttp:
             self.session.headers[policy.api_key_header] = api_key  # never logged: we log paths only
 
     def breaker(self, endpoint: str) -> CircuitBreaker:
-        if endpoint not in self.breakers:
-            self.breakers[endpoint] = CircuitBreaker(
-                f"{self.name}/{endpoint}",
-                failure_threshold=self.policy.breaker_threshold,
-                cooldown=self.policy.breaker_cooldown,
-            )
-        return self.breakers[endpoint]
+        with self._breakers_lock:
+            if endpoint not in self.breakers:
+                self.breakers[endpoint] = CircuitBreaker(
+                    f"{self.name}/{endpoint}",
+                    failure_threshold=self.policy.breaker_threshold,
+                    cooldown=self.policy.breaker_cooldown,
+                )
+            return self.breakers[endpoint]
 
     def get(self, endpoint: str, path: str, params: Mapping[str, str] | None = None) -> bytes:
         breaker = self.breaker(endpoint)
@@ -196,6 +199,8 @@ def _now() -> datetime:
 
 
 class _Client:
+    """Base of the venue clients. Use one client per thread: a `requests.Session` is not thread-safe."""
+
     def __init__(
         self,
         base_url: str,

@@ -358,3 +358,9 @@ def test_every_documented_path_is_served_with_its_required_fields(
             response = http.get(base + path.format(**ids), timeout=2)
             assert response.status_code == 200, path
             assert set(schema["required"]) <= set(response.json()), path
+
+
+def test_a_background_stepper_moves_the_world_when_configured() -> None:
+    with start(seed=1, step_interval=0.01) as running:
+        wait_for(lambda: running.world.steps >= 5)
+        assert running.state()["prices"] != {s: str(p) for s, p in running.config.prices.items()}
