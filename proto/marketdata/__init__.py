@@ -1,0 +1,1 @@
+"""Generated stubs for the ecosystem market-data service (see proto/generate.sh)."""

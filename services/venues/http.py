@@ -1,0 +1,279 @@
+"""REST clients for exchanges and custodians: timeouts, retries, circuit breakers, domain errors.
+
+Each client owns one `requests.Session`. Every GET has an explicit (connect, read) timeout and is
+retried by `urllib3.Retry` on transient failures only (connection errors, timeouts, 500/502/503/504),
+with exponential backoff and jitter. A circuit breaker per endpoint stops hammering a venue that
+keeps failing. Transport errors become `VenueUnavailable` / `VenueTimeout` / `CircuitOpen` here, and
+bodies are validated by `models.payloads` (`MalformedResponse` for a wholly bad body).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Self
+from urllib.parse import quote
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError, ReadTimeoutError
+from urllib3.util.retry import Retry
+
+from models.payloads import (
+    DEFAULT_MAX_SKEW,
+    AccountRecord,
+    BalanceRecord,
+    CustodyBalanceRecord,
+    MalformedResponse,
+    ParseResult,
+    PositionRecord,
+    SettlementRecord,
+    parse_balances,
+    parse_client_accounts,
+    parse_exchange_accounts,
+    parse_master_balance,
+    parse_positions,
+    parse_segregated_balances,
+    parse_settlements,
+)
+from services.venues.breaker import BreakerState, CircuitBreaker, CircuitOpen
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "VENUE_ERRORS",
+    "CircuitOpen",
+    "CustodianClient",
+    "ExchangeClient",
+    "HttpPolicy",
+    "MalformedResponse",
+    "VenueTimeout",
+    "VenueUnavailable",
+]
+
+
+class VenueUnavailable(ConnectionError):
+    """The venue could not be reached or answered with an HTTP error (after any retries)."""
+
+    def __init__(self, venue: str, endpoint: str, detail: str, *, status: int | None = None) -> None:
+        super().__init__(f"{venue} {endpoint}: {detail}")
+        self.venue, self.endpoint, self.status = venue, endpoint, status
+
+
+class VenueTimeout(VenueUnavailable):
+    """The venue did not connect or answer within the configured timeout (after any retries)."""
+
+
+# What a caller (a collection job) catches per venue call.
+VENUE_ERRORS = (VenueUnavailable, CircuitOpen, MalformedResponse)
+
+
+@dataclass(frozen=True)
+class HttpPolicy:
+    """Timeouts, retry and breaker settings, shared by the clients of one kind of venue."""
+
+    connect_timeout: float = 2.0
+    read_timeout: float = 5.0  # per socket read, not for the whole body
+    retries: int = 2  # extra attempts after the first, for transient failures only
+    backoff_factor: float = 0.2  # sleeps 0, 0.4, 0.8, ... s (urllib3 skips the first backoff)
+    backoff_max: float = 5.0
+    backoff_jitter: float = 0.2  # up to this many seconds added to each backoff
+    # 500 is included: for an idempotent GET a generic server error is worth one more try.
+    retry_statuses: frozenset[int] = frozenset({500, 502, 503, 504})
+    breaker_threshold: int = 5  # consecutive failed calls (after retries) that open the breaker
+    breaker_cooldown: float = 30.0
+    max_skew: timedelta = DEFAULT_MAX_SKEW
+    api_key_header: str = "X-API-Key"
+
+    def retry(self) -> Retry:
+        return Retry(
+            total=self.retries,
+            connect=self.retries,
+            read=self.retries,
+            status=self.retries,
+            other=0,
+            allowed_methods=frozenset({"GET"}),
+            status_forcelist=self.retry_statuses,
+            backoff_factor=self.backoff_factor,
+            backoff_max=self.backoff_max,
+            backoff_jitter=self.backoff_jitter,
+            raise_on_status=False,  # the last response comes back and is translated below
+            respect_retry_after_header=False,  # a venue must not be able to stall a collection cycle
+        )
+
+
+class _VenueHttp:
+    """One venue's session, breakers and error translation, shared by both client kinds."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        name: str,
+        api_key: str | None,
+        policy: HttpPolicy,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.name = name
+        self.policy = policy
+        self.clock = clock
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self._breakers_lock = threading.Lock()  # metrics may read states from another thread
+        self.session = requests.Session()
+        adapter = HTTPAdapter(max_retries=policy.retry())
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers["Accept"] = "application/json"
+        if api_key:
+            self.session.headers[policy.api_key_header] = api_key  # never logged: we log paths only
+
+    def breaker(self, endpoint: str) -> CircuitBreaker:
+        with self._breakers_lock:
+            if endpoint not in self.breakers:
+                self.breakers[endpoint] = CircuitBreaker(
+                    f"{self.name}/{endpoint}",
+                    failure_threshold=self.policy.breaker_threshold,
+                    cooldown=self.policy.breaker_cooldown,
+                )
+            return self.breakers[endpoint]
+
+    def get(self, endpoint: str, path: str, params: Mapping[str, str] | None = None) -> bytes:
+        breaker = self.breaker(endpoint)
+        breaker.before_call()
+        try:
+            response = self.session.get(
+                self.base_url + path,
+                params=params,
+                timeout=(self.policy.connect_timeout, self.policy.read_timeout),
+            )
+            body = response.content
+        except requests.RequestException as exc:
+            breaker.record_failure()
+            error = self._translate(endpoint, exc)
+            log.warning("venue %s %s failed: %s", self.name, endpoint, error)
+            raise error from exc
+        except BaseException:
+            breaker.record_failure()  # never leave a half-open probe unresolved
+            raise
+        if response.status_code >= 500:
+            breaker.record_failure()
+            log.warning("venue %s %s answered HTTP %s", self.name, endpoint, response.status_code)
+            raise VenueUnavailable(
+                self.name, endpoint, f"HTTP {response.status_code}", status=response.status_code
+            )
+        breaker.record_success()  # 4xx: the venue is up, the request was wrong
+        if response.status_code >= 400:
+            raise VenueUnavailable(
+                self.name, endpoint, f"HTTP {response.status_code}", status=response.status_code
+            )
+        return body
+
+    def _translate(self, endpoint: str, exc: requests.RequestException) -> VenueUnavailable:
+        reason = exc.args[0] if exc.args else None
+        if isinstance(reason, MaxRetryError):
+            reason = reason.reason
+        # urllib3's NewConnectionError (refused, unreachable) subclasses ConnectTimeoutError: not a timeout.
+        timed_out = not isinstance(reason, NewConnectionError) and (
+            isinstance(exc, requests.Timeout)
+            or isinstance(reason, ReadTimeoutError | ConnectTimeoutError | TimeoutError)
+        )
+        if timed_out:
+            limit = f"{self.policy.connect_timeout}s connect / {self.policy.read_timeout}s read"
+            return VenueTimeout(self.name, endpoint, f"timed out ({limit})")
+        return VenueUnavailable(self.name, endpoint, f"{type(exc).__name__}: {type(reason).__name__}")
+
+    def breaker_states(self) -> dict[str, BreakerState]:
+        return {endpoint: breaker.state for endpoint, breaker in self.breakers.items()}
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Client:
+    """Base of the venue clients. Use one client per thread: a `requests.Session` is not thread-safe."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        name: str | None = None,
+        api_key: str | None = None,
+        policy: HttpPolicy | None = None,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self._http = _VenueHttp(
+            base_url, name=name or base_url, api_key=api_key, policy=policy or HttpPolicy(), clock=clock
+        )
+        self.name = self._http.name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._http.base_url!r}, name={self.name!r})"  # no api_key
+
+    @property
+    def _skew(self) -> timedelta:
+        return self._http.policy.max_skew
+
+    def breaker_states(self) -> dict[str, BreakerState]:
+        """State of each endpoint's breaker (for metrics): endpoint name -> closed/open/half_open."""
+        return self._http.breaker_states()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class ExchangeClient(_Client):
+    """`GET /api/v1/accounts[/{id}/positions|balances]` of one exchange (docs/venue-api.md)."""
+
+    def accounts(self) -> ParseResult[AccountRecord]:
+        body = self._http.get("accounts", "/api/v1/accounts")
+        return parse_exchange_accounts(body, now=self._http.clock())
+
+    def positions(self, account_id: str) -> ParseResult[PositionRecord]:
+        body = self._http.get("positions", f"/api/v1/accounts/{quote(account_id, safe='')}/positions")
+        return parse_positions(body, now=self._http.clock(), max_skew=self._skew, account_id=account_id)
+
+    def balances(self, account_id: str) -> ParseResult[BalanceRecord]:
+        body = self._http.get("balances", f"/api/v1/accounts/{quote(account_id, safe='')}/balances")
+        return parse_balances(body, now=self._http.clock(), max_skew=self._skew, account_id=account_id)
+
+
+class CustodianClient(_Client):
+    """Client accounts, master and segregated balances, pending settlements of one custodian."""
+
+    def accounts(self) -> ParseResult[AccountRecord]:
+        body = self._http.get("accounts", "/api/v1/accounts")
+        return parse_client_accounts(body, now=self._http.clock())
+
+    def master_balance(self, client_id: str) -> ParseResult[CustodyBalanceRecord]:
+        body = self._http.get(
+            "master-balance", f"/api/v1/accounts/{quote(client_id, safe='')}/master-balance"
+        )
+        return parse_master_balance(body, now=self._http.clock(), max_skew=self._skew, client_id=client_id)
+
+    def segregated_balances(self, client_id: str) -> ParseResult[CustodyBalanceRecord]:
+        path = f"/api/v1/accounts/{quote(client_id, safe='')}/segregated-balances"
+        body = self._http.get("segregated-balances", path)
+        return parse_segregated_balances(
+            body, now=self._http.clock(), max_skew=self._skew, client_id=client_id
+        )
+
+    def pending_settlements(self) -> ParseResult[SettlementRecord]:
+        body = self._http.get("settlements", "/api/v1/settlements", {"status": "PENDING"})
+        return parse_settlements(body, now=self._http.clock(), max_skew=self._skew)
