@@ -64,9 +64,7 @@ def synthetic_book(accounts: int, rng: random.Random):  # type: ignore[no-untype
         if i % 3 == 0:
             custody.append(CustodyBalance("copper", venue, key, "USDT", d(1_000_000), NOW))
         if i % 50 == 0:
-            settlements.append(
-                PendingSettlement(f"s{i}", key, "USDT", d(1000), NOW, (NOW - timedelta(days=2)).date())
-            )
+            settlements.append(PendingSettlement(f"s{i}", key, "USDT", d(1000), NOW, (NOW - timedelta(days=2)).date()))
     return build_book(
         accounts=metas,
         positions=positions,
@@ -119,9 +117,7 @@ LIMITS = [
         warn=d("40"),
         critical=d("49"),
     ),
-    Limit(
-        "acct-pos-notional", LimitType.POSITION_NOTIONAL, per_account=True, warn=d("2e6"), critical=d("3e6")
-    ),
+    Limit("acct-pos-notional", LimitType.POSITION_NOTIONAL, per_account=True, warn=d("2e6"), critical=d("3e6")),
     Limit(
         "desk-gross",
         LimitType.GROSS_NOTIONAL,

@@ -177,9 +177,7 @@ def _to_decimal(name: str, value: object) -> Decimal:
     return number
 
 
-def _decimal(
-    raw: Mapping[str, Any], name: str, aliases: tuple[str, ...] = (), *, minimum: str = ""
-) -> Decimal:
+def _decimal(raw: Mapping[str, Any], name: str, aliases: tuple[str, ...] = (), *, minimum: str = "") -> Decimal:
     """A required decimal; `minimum` is "" (any sign), "zero" (non-negative) or "positive"."""
     number = _to_decimal(name, _required(raw, name, aliases))
     if minimum == "zero" and number < 0:
@@ -193,9 +191,7 @@ def _optional_decimal(raw: Mapping[str, Any], name: str, *, minimum: str = "") -
     return None if _field(raw, name) is None else _decimal(raw, name, minimum=minimum)
 
 
-def _text(
-    raw: Mapping[str, Any], name: str, aliases: tuple[str, ...] = (), *, pattern: re.Pattern[str]
-) -> str:
+def _text(raw: Mapping[str, Any], name: str, aliases: tuple[str, ...] = (), *, pattern: re.Pattern[str]) -> str:
     value = _required(raw, name, aliases)
     if not isinstance(value, str) or not pattern.fullmatch(value):
         kind = "symbol" if pattern is SYMBOL_RE else "identifier"
@@ -288,9 +284,7 @@ def _settlement(raw: Mapping[str, Any], ctx: _Context) -> SettlementRecord:
     )
 
 
-def parse_price(
-    raw: Mapping[str, Any], *, now: datetime, max_skew: timedelta = DEFAULT_MAX_SKEW
-) -> PriceRecord:
+def parse_price(raw: Mapping[str, Any], *, now: datetime, max_skew: timedelta = DEFAULT_MAX_SKEW) -> PriceRecord:
     """One price (e.g. a converted gRPC `PriceUpdate`); raises `InvalidRecord`."""
     ctx = _Context(now, max_skew)
     source = _field(raw, "source")
@@ -366,9 +360,7 @@ def parse_exchange_accounts(body: bytes | str, *, now: datetime) -> ParseResult[
         account_type = _label(raw, "account_type")
         if account_type not in ACCOUNT_TYPES:
             raise InvalidRecord(f"account_type {_show(account_type)} is not one of SPOT, MARGIN, FUTURES")
-        return AccountRecord(
-            _text(raw, "account_id", pattern=IDENTIFIER_RE), account_type, _label(raw, "status")
-        )
+        return AccountRecord(_text(raw, "account_id", pattern=IDENTIFIER_RE), account_type, _label(raw, "status"))
 
     return ParseResult(*_collect(items, one), as_of=as_of)
 
@@ -441,9 +433,7 @@ def parse_segregated_balances(
             rejected.append(Rejected(group, exc.reason))
             continue
 
-        def one(
-            raw: Mapping[str, Any], venue: str = venue, account_id: str = account_id
-        ) -> CustodyBalanceRecord:
+        def one(raw: Mapping[str, Any], venue: str = venue, account_id: str = account_id) -> CustodyBalanceRecord:
             asset, available, locked, total = _balance_amounts(raw)
             return CustodyBalanceRecord(doc["client_id"], asset, available, locked, total, venue, account_id)
 

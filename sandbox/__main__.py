@@ -21,9 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, help="JSON or TOML file with SandboxConfig fields")
     parser.add_argument("--host", help="bind address (default 127.0.0.1)")
     parser.add_argument("--control-port", type=int, default=0, help="control HTTP port (default: any free)")
-    parser.add_argument(
-        "--step-interval", type=float, help="seconds between automatic steps (default: manual)"
-    )
+    parser.add_argument("--step-interval", type=float, help="seconds between automatic steps (default: manual)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr)

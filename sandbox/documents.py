@@ -60,8 +60,7 @@ class ExchangeDocuments:
             accounts = self.world.exchanges[self.name].values()
             return {
                 "accounts": [
-                    {"account_id": a.account_id, "account_type": a.account_type, "status": a.status}
-                    for a in accounts
+                    {"account_id": a.account_id, "account_type": a.account_type, "status": a.status} for a in accounts
                 ]
             }
 
@@ -136,9 +135,7 @@ class CustodianDocuments:
     def accounts(self) -> Document:
         with self.world.locked():
             clients = self.world.custodians[self.name].values()
-            return {
-                "accounts": [{"client_id": c.client_id, "name": c.name, "status": c.status} for c in clients]
-            }
+            return {"accounts": [{"client_id": c.client_id, "name": c.name, "status": c.status} for c in clients]}
 
     def master_balance(self, client_id: str) -> Document:
         with self.world.locked():

@@ -69,9 +69,7 @@ class _VenueHandler(_JsonHandler):
         if outcome.delay:
             venue.stopping.wait(outcome.delay)
         if outcome.status:
-            self.send_error_json(
-                outcome.status, f"injected {outcome.status} on {venue.name}/{route.endpoint}"
-            )
+            self.send_error_json(outcome.status, f"injected {outcome.status} on {venue.name}/{route.endpoint}")
             return
         try:
             doc = route.render()

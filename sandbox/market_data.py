@@ -41,9 +41,7 @@ class MarketDataServicer(market_data_pb2_grpc.MarketDataServiceServicer):
             change_info=market_data_pb2.ChangeInfo(
                 previous_price=float(quote.previous),
                 change=float(quote.price - quote.previous),
-                change_percent=float((quote.price - quote.previous) / quote.previous * 100)
-                if quote.previous
-                else 0.0,
+                change_percent=float((quote.price - quote.previous) / quote.previous * 100) if quote.previous else 0.0,
             ),
         )
         update.timestamp.FromDatetime(timestamp)

@@ -29,15 +29,11 @@ class RunningSandbox:
         self._stopping = threading.Event()
         host = config.host
         self.exchanges = {
-            name: VenueServer(
-                name, ExchangeDocuments(self.world, name), self.faults, self._stopping, host=host
-            )
+            name: VenueServer(name, ExchangeDocuments(self.world, name), self.faults, self._stopping, host=host)
             for name in config.exchanges
         }
         self.custodians = {
-            name: VenueServer(
-                name, CustodianDocuments(self.world, name), self.faults, self._stopping, host=host
-            )
+            name: VenueServer(name, CustodianDocuments(self.world, name), self.faults, self._stopping, host=host)
             for name in config.custodians
         }
         self.market_data = MarketDataServer(self.world, self.faults, host=host)
@@ -184,9 +180,7 @@ class RunningSandbox:
             "error": lambda: self.fail(
                 p["venue"], int(p.get("status", 500)), endpoint=p.get("endpoint", ANY), count=p.count()
             ),
-            "malformed": lambda: self.malform(
-                p["venue"], p["mode"], endpoint=p.get("endpoint", ANY), count=p.count()
-            ),
+            "malformed": lambda: self.malform(p["venue"], p["mode"], endpoint=p.get("endpoint", ANY), count=p.count()),
             "clear": lambda: self.clear_faults(p.get("venue", ANY)),
             "down": lambda: self.take_down(p["venue"]),
             "up": lambda: self.bring_up(p["venue"]),

@@ -91,8 +91,7 @@ class SandboxWorld:
         self._rng = random.Random(config.seed)  # noqa: S311 (a simulation, not security)
         now = self.clock()
         self.quotes = {
-            symbol: Quote(Decimal(price), Decimal(price), Decimal(0), now)
-            for symbol, price in config.prices.items()
+            symbol: Quote(Decimal(price), Decimal(price), Decimal(0), now) for symbol, price in config.prices.items()
         }
         self.exchanges: dict[str, dict[str, ExchangeAccount]] = {}
         types = ("SPOT", "MARGIN", "FUTURES")
@@ -232,9 +231,7 @@ class SandboxWorld:
         locked: Decimal | str = "0",
     ) -> None:
         with self.lock:
-            self.account(exchange, account_id).balances[asset] = SimBalance(
-                Decimal(available), Decimal(locked)
-            )
+            self.account(exchange, account_id).balances[asset] = SimBalance(Decimal(available), Decimal(locked))
 
     def set_custody_balance(
         self,

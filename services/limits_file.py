@@ -58,16 +58,12 @@ def parse_limits(text: str, *, path: str | Path = "<limits>") -> list[Limit]:
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise LimitsFileError(
-            path, _toml_error_line(exc), f"invalid TOML: {_toml_error_message(exc)}"
-        ) from None
+        raise LimitsFileError(path, _toml_error_line(exc), f"invalid TOML: {_toml_error_message(exc)}") from None
     lines = text.splitlines()
     starts = [i + 1 for i, line in enumerate(lines) if _TABLE_HEADER.match(line)]
     extra = sorted(set(document) - {"limit"})
     if extra:
-        raise LimitsFileError(
-            path, _find_line(lines, 0, len(lines), extra[0]), f"unknown top-level key {extra[0]!r}"
-        )
+        raise LimitsFileError(path, _find_line(lines, 0, len(lines), extra[0]), f"unknown top-level key {extra[0]!r}")
     tables = document.get("limit", [])
     if not isinstance(tables, list):
         raise LimitsFileError(path, None, "'limit' must be an array of tables: [[limit]]")
@@ -77,9 +73,7 @@ def parse_limits(text: str, *, path: str | Path = "<limits>") -> list[Limit]:
         start = starts[index] if index < len(starts) else None
         end = starts[index + 1] - 1 if index + 1 < len(starts) else len(lines)
 
-        def fail(
-            reason: str, key: str | None = None, *, start: int | None = start, end: int = end
-        ) -> LimitsFileError:
+        def fail(reason: str, key: str | None = None, *, start: int | None = start, end: int = end) -> LimitsFileError:
             line = _find_line(lines, start or 0, end, key) if key else None
             return LimitsFileError(path, line or start, reason)
 
@@ -137,11 +131,7 @@ def _build(table: dict[str, Any], fail: Callable[..., LimitsFileError]) -> Limit
                 raise fail(f"{label} {key} must be true or false", key)
             kwargs[key] = table[key]
     if "version" in table:
-        if (
-            not isinstance(table["version"], int)
-            or isinstance(table["version"], bool)
-            or table["version"] < 1
-        ):
+        if not isinstance(table["version"], int) or isinstance(table["version"], bool) or table["version"] < 1:
             raise fail(f"{label} version must be a positive integer", "version")
         kwargs["version"] = table["version"]
     try:

@@ -73,9 +73,7 @@ def settlement(
     return PendingSettlement(f"s-{account}-{asset}-{due}", account, asset, Decimal(qty), NOW, due)
 
 
-def account(
-    key: str = "binance:acct-1", *, custodian: str | None = None, groups: tuple[str, ...] = ()
-) -> AccountMeta:
+def account(key: str = "binance:acct-1", *, custodian: str | None = None, groups: tuple[str, ...] = ()) -> AccountMeta:
     return AccountMeta(key, key.partition(":")[0], custodian, frozenset(groups))
 
 

@@ -75,9 +75,7 @@ def step(previous: Alert | None, check: Check, now: datetime) -> tuple[Transitio
     active = previous is not None and previous.active
     if check.level is Level.OK:
         if previous is not None and active and check.value < check.clear:
-            resolved = replace(
-                previous, state=AlertState.RESOLVED, value=check.value, updated_at=now, resolved_at=now
-            )
+            resolved = replace(previous, state=AlertState.RESOLVED, value=check.value, updated_at=now, resolved_at=now)
             return (Transition(AlertEvent.RESOLVED, resolved, previous),)
         return ()
     severity = _SEVERITY[check.level]
@@ -108,9 +106,7 @@ def acknowledge(alert: Alert, *, actor: str, comment: str, now: datetime) -> Tra
         raise AlertError(f"alert {alert.fingerprint!r} is resolved and can't be acknowledged")
     if alert.state is AlertState.ACKNOWLEDGED:
         return None
-    acked = replace(
-        alert, state=AlertState.ACKNOWLEDGED, acknowledged_by=actor, ack_comment=comment, updated_at=now
-    )
+    acked = replace(alert, state=AlertState.ACKNOWLEDGED, acknowledged_by=actor, ack_comment=comment, updated_at=now)
     return Transition(AlertEvent.ACKNOWLEDGED, acked, alert)
 
 

@@ -184,9 +184,7 @@ def apply_tick(book: RiskBook, tick: Tick) -> RiskBook:
         _newer(fresh, (tick.price.source, "prices"), tick.price.observed_at)
         return replace(book, prices=_with_price(book.prices, tick.price), freshness=fresh)
     new = tick.position
-    kept = tuple(
-        p for p in book.positions.get(new.account, ()) if (p.symbol, p.kind) != (new.symbol, new.kind)
-    )
+    kept = tuple(p for p in book.positions.get(new.account, ()) if (p.symbol, p.kind) != (new.symbol, new.kind))
     positions = dict(book.positions)
     positions[new.account] = (*kept, new) if new.quantity != ZERO else kept
     accounts = book.accounts

@@ -131,9 +131,7 @@ def summarize(evaluation: Evaluation, key: str) -> RiskSummary:
     )
 
 
-def evaluate(
-    book: RiskBook, limits: Iterable[Limit], now: datetime, *, include_ok: bool = False
-) -> Evaluation:
+def evaluate(book: RiskBook, limits: Iterable[Limit], now: datetime, *, include_ok: bool = False) -> Evaluation:
     """Evaluate every account and scope of the book."""
     with localcontext(RISK_CONTEXT):
         exposures = {
@@ -300,9 +298,7 @@ class _Run:
         else:
             value, detail = self.scalar_metric(limit, e, scope_key)
             if self.include_ok or value >= limit.clear_at:
-                self.emit(
-                    limit, value, Subject(scope_key, account, asset=limit.asset, venue=limit.venue), detail
-                )
+                self.emit(limit, value, Subject(scope_key, account, asset=limit.asset, venue=limit.venue), detail)
 
     def position_metric(self, limit: Limit, e: Exposure, scope_key: str, account: str | None) -> None:
         """Per instrument (canonical pair, kind); quantities and notionals net across the scope's accounts."""
@@ -337,9 +333,7 @@ class _Run:
             if marks is None:  # a scope with no marks has no history yet: nothing lost
                 value = ZERO
             else:
-                value = (
-                    daily_loss(marks, e.equity) if kind is LimitType.DAILY_LOSS else drawdown(marks, e.equity)
-                )
+                value = daily_loss(marks, e.equity) if kind is LimitType.DAILY_LOSS else drawdown(marks, e.equity)
         elif kind is LimitType.CONCENTRATION:
             breakdown = {
                 Dimension.ASSET: gross_by_asset,
@@ -365,9 +359,7 @@ class _Run:
     def stale_data(self, limit: Limit) -> None:
         seen = False
         for (venue, data_kind), newest in self.book.freshness.items():
-            if (limit.venue is None or venue == limit.venue) and (
-                limit.kind is None or data_kind == limit.kind
-            ):
+            if (limit.venue is None or venue == limit.venue) and (limit.kind is None or data_kind == limit.kind):
                 seen = True
                 value = data_age_seconds(newest, self.now)
                 if self.include_ok or value >= limit.clear_at:
@@ -398,9 +390,7 @@ class _Run:
                 tolerance = {"abs_tolerance": limit.abs_tolerance, "rel_tolerance": limit.rel_tolerance}
             for m in reconcile(balances, custody, **tolerance):
                 price = usd.get(m.asset)
-                within = within_tolerance(
-                    m.exchange_total, m.custody_total, limit.abs_tolerance, limit.rel_tolerance
-                )
+                within = within_tolerance(m.exchange_total, m.custody_total, limit.abs_tolerance, limit.rel_tolerance)
                 value = ZERO if within else (abs(m.difference) * price if price is not None else INFINITY)
                 if self.include_ok or value >= limit.clear_at:
                     detail = f"exchange={m.exchange_total};custody={m.custody_total}"

@@ -76,9 +76,7 @@ def price_table(prices: Iterable[Price]) -> PriceTable:
                 found[base] = p.price * usd[quote]
         if not found:
             mark_usd = {
-                key: price * usd[quote]
-                for key, price in pair_prices.items()
-                if (quote := key.partition("-")[2]) in usd
+                key: price * usd[quote] for key, price in pair_prices.items() if (quote := key.partition("-")[2]) in usd
             }
             return PriceTable(pair_prices=pair_prices, usd=usd, latest=latest, mark_usd=mark_usd)
         usd.update(found)
@@ -255,9 +253,7 @@ def gross_by_custodian(exposure: Exposure) -> dict[str, Decimal]:
     return out
 
 
-def by_instrument(
-    exposure: Exposure, symbol: str | None = None
-) -> dict[tuple[str, str], tuple[Decimal, Decimal]]:
+def by_instrument(exposure: Exposure, symbol: str | None = None) -> dict[tuple[str, str], tuple[Decimal, Decimal]]:
     """(quantity, USD notional) per instrument (canonical pair, kind), netted across the scope."""
     out: dict[tuple[str, str], tuple[Decimal, Decimal]] = {}
     for p, notional in legs(exposure):

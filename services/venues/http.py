@@ -163,14 +163,10 @@ class _VenueHttp:
         if response.status_code >= 500:
             breaker.record_failure()
             log.warning("venue %s %s answered HTTP %s", self.name, endpoint, response.status_code)
-            raise VenueUnavailable(
-                self.name, endpoint, f"HTTP {response.status_code}", status=response.status_code
-            )
+            raise VenueUnavailable(self.name, endpoint, f"HTTP {response.status_code}", status=response.status_code)
         breaker.record_success()  # 4xx: the venue is up, the request was wrong
         if response.status_code >= 400:
-            raise VenueUnavailable(
-                self.name, endpoint, f"HTTP {response.status_code}", status=response.status_code
-            )
+            raise VenueUnavailable(self.name, endpoint, f"HTTP {response.status_code}", status=response.status_code)
         return body
 
     def _translate(self, endpoint: str, exc: requests.RequestException) -> VenueUnavailable:
@@ -262,17 +258,13 @@ class CustodianClient(_Client):
         return parse_client_accounts(body, now=self._http.clock())
 
     def master_balance(self, client_id: str) -> ParseResult[CustodyBalanceRecord]:
-        body = self._http.get(
-            "master-balance", f"/api/v1/accounts/{quote(client_id, safe='')}/master-balance"
-        )
+        body = self._http.get("master-balance", f"/api/v1/accounts/{quote(client_id, safe='')}/master-balance")
         return parse_master_balance(body, now=self._http.clock(), max_skew=self._skew, client_id=client_id)
 
     def segregated_balances(self, client_id: str) -> ParseResult[CustodyBalanceRecord]:
         path = f"/api/v1/accounts/{quote(client_id, safe='')}/segregated-balances"
         body = self._http.get("segregated-balances", path)
-        return parse_segregated_balances(
-            body, now=self._http.clock(), max_skew=self._skew, client_id=client_id
-        )
+        return parse_segregated_balances(body, now=self._http.clock(), max_skew=self._skew, client_id=client_id)
 
     def pending_settlements(self) -> ParseResult[SettlementRecord]:
         body = self._http.get("settlements", "/api/v1/settlements", {"status": "PENDING"})

@@ -15,9 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_python_m_sandbox_prints_its_urls_and_serves_them(tmp_path: Path) -> None:
     config = tmp_path / "sandbox.toml"
-    config.write_text(
-        'exchanges = ["alpha"]\naccounts_per_exchange = 2\nalias_exchanges = []\n', encoding="utf-8"
-    )
+    config.write_text('exchanges = ["alpha"]\naccounts_per_exchange = 2\nalias_exchanges = []\n', encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "proto")])}
     process = subprocess.Popen(
         [sys.executable, "-m", "sandbox", "--seed", "5", "--config", str(config)],

@@ -52,9 +52,7 @@ def exchange(sandbox: RunningSandbox) -> Iterator[ExchangeClient]:
 
 @pytest.fixture
 def market_data(sandbox: RunningSandbox) -> Iterator[MarketDataClient]:
-    client = MarketDataClient(
-        sandbox.market_data_target, update_interval_ms=20, backoff_initial=0.05, backoff_max=0.2
-    )
+    client = MarketDataClient(sandbox.market_data_target, update_interval_ms=20, backoff_initial=0.05, backoff_max=0.2)
     with client:
         yield client
 
@@ -163,9 +161,7 @@ def test_a_wholly_malformed_body_raises(sandbox: RunningSandbox, exchange: Excha
 # -- REST: transport failures ------------------------------------------------------------------------
 
 
-def test_500s_are_retried_then_reported_unavailable(
-    sandbox: RunningSandbox, exchange: ExchangeClient
-) -> None:
+def test_500s_are_retried_then_reported_unavailable(sandbox: RunningSandbox, exchange: ExchangeClient) -> None:
     sandbox.fail("exchange-a", 500, endpoint="positions")
     with pytest.raises(VenueUnavailable) as caught:
         exchange.positions(ACCOUNT)
@@ -186,9 +182,7 @@ def test_client_errors_are_not_retried(sandbox: RunningSandbox, exchange: Exchan
     assert sandbox.hits("exchange-a", "positions") == 1
 
 
-def test_a_slow_endpoint_times_out_within_the_read_timeout(
-    sandbox: RunningSandbox, exchange: ExchangeClient
-) -> None:
+def test_a_slow_endpoint_times_out_within_the_read_timeout(sandbox: RunningSandbox, exchange: ExchangeClient) -> None:
     sandbox.slow("exchange-a", 3.0, endpoint="positions")
     policy = HttpPolicy(read_timeout=0.2, retries=1, backoff_factor=0.01, backoff_jitter=0)
     with ExchangeClient(sandbox.exchange_urls["exchange-a"], policy=policy) as client:
@@ -227,9 +221,7 @@ def test_repeated_failures_open_the_breaker_which_half_opens_after_the_cooldown(
     assert exchange.breaker_states()["positions"] is BreakerState.CLOSED
 
 
-def test_a_venue_that_is_down_fails_fast_and_recovers(
-    sandbox: RunningSandbox, exchange: ExchangeClient
-) -> None:
+def test_a_venue_that_is_down_fails_fast_and_recovers(sandbox: RunningSandbox, exchange: ExchangeClient) -> None:
     sandbox.take_down("exchange-a")
     began = time.monotonic()
     with pytest.raises(VenueUnavailable) as caught:
@@ -351,9 +343,7 @@ def test_every_documented_path_is_served_with_its_required_fields(
     base = {**sandbox.exchange_urls, **sandbox.custodian_urls}[venue]
     with requests.Session() as http:
         for path, operations in doc["paths"].items():
-            schema_ref = operations["get"]["responses"]["200"]["content"]["application/json"]["schema"][
-                "$ref"
-            ]
+            schema_ref = operations["get"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
             schema = doc["components"]["schemas"][schema_ref.rsplit("/", 1)[1]]
             response = http.get(base + path.format(**ids), timeout=2)
             assert response.status_code == 200, path

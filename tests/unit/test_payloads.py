@@ -112,9 +112,7 @@ def test_clock_skew_allowance_is_an_argument() -> None:
 
 
 def test_offsets_are_converted_to_utc() -> None:
-    [record] = parse_positions(
-        positions_body(position(updated_at="2025-03-01T13:30:00+02:00")), now=NOW
-    ).accepted
+    [record] = parse_positions(positions_body(position(updated_at="2025-03-01T13:30:00+02:00")), now=NOW).accepted
     assert record.updated_at == datetime(2025, 3, 1, 11, 30, tzinfo=UTC)
 
 
@@ -273,9 +271,7 @@ def test_price_from_a_double_uses_the_shortest_round_trip_decimal() -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=20), children, max_size=5)
-    ),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=20), children, max_size=5),
     max_leaves=30,
 )
 field_names = st.sampled_from(
@@ -313,9 +309,7 @@ PARSERS = [
 
 @settings(max_examples=150, deadline=None)
 @given(doc=json_values | envelopes, raw_text=st.text(max_size=50) | st.binary(max_size=50))
-def test_arbitrary_input_never_raises_anything_but_malformed_response(
-    doc: Any, raw_text: str | bytes
-) -> None:
+def test_arbitrary_input_never_raises_anything_but_malformed_response(doc: Any, raw_text: str | bytes) -> None:
     for parse in PARSERS:
         for text in (json.dumps(doc), raw_text):
             try:

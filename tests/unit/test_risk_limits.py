@@ -90,9 +90,7 @@ def test_long_and_short_position_limits_look_at_their_own_side() -> None:
 
 
 def test_per_account_limits_check_each_account_but_firm_limits_the_sum() -> None:
-    book = _book(
-        position("3", symbol="BTC-USD", account="a:1"), position("3", symbol="BTC-USD", account="b:2")
-    )
+    book = _book(position("3", symbol="BTC-USD", account="a:1"), position("3", symbol="BTC-USD", account="b:2"))
     per_account = limit("acct", per_account=True, critical="500")
     firm = limit("firm", critical="500")
     checks = evaluate(book, [per_account, firm], NOW).checks

@@ -79,9 +79,7 @@ def book_and_limits():  # type: ignore[no-untyped-def]
             warn="5",
             critical="8",
         ),
-        limit(
-            "btc-long", LimitType.POSITION_QUANTITY, symbol="BTC-USDT", side=Side.LONG, warn="5", critical="8"
-        ),
+        limit("btc-long", LimitType.POSITION_QUANTITY, symbol="BTC-USDT", side=Side.LONG, warn="5", critical="8"),
         limit("eth-delta", LimitType.DELTA, asset="ETH", critical="4"),
         limit("asset-conc", LimitType.CONCENTRATION, dimension="asset", warn="0.8", critical="0.9"),
         limit("recon", LimitType.RECONCILIATION, abs_tolerance="0.01", warn="500", critical="5000"),

@@ -98,9 +98,7 @@ def test_only_settlements_past_their_date_are_unsettled_exposure() -> None:
     due_today = settlement(due=date(2026, 3, 4))
     overdue = settlement("BTC", "-2", due=date(2026, 3, 3))
     assert not is_overdue(due_today, NOW)
-    result = unsettled_exposure(
-        [due_today, overdue, settlement("XYZ", due=date(2026, 1, 1))], {"BTC": D(10)}, NOW
-    )
+    result = unsettled_exposure([due_today, overdue, settlement("XYZ", due=date(2026, 1, 1))], {"BTC": D(10)}, NOW)
     assert (result.count, result.value, result.unpriced) == (2, D(20), ("XYZ",))
 
 
