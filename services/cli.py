@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from importlib import metadata
 from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError
@@ -132,6 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=cmd_config_show)
     keys = cfg_sub.add_parser("keys", help="print every configuration key as a Markdown table")
     keys.set_defaults(func=cmd_config_keys)
+
+    # Commands from other packages of this distribution (the sandbox venues, the demo), found by entry
+    # point so the monitor's packages never import them; a deployment without them just lacks the command.
+    for entry in metadata.entry_points(group="risk_monitor.commands"):
+        try:
+            register = entry.load()
+        except ModuleNotFoundError as exc:
+            if exc.name != entry.module.split(".")[0]:
+                raise  # the package is there but broken: say so
+            continue
+        register(sub)
     return parser
 
 
