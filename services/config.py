@@ -279,6 +279,20 @@ def _mask_url_password(text: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def secret_from_env(variable: str, env: Mapping[str, str] | None = None) -> str:
+    """The secret held by the environment variable a ``*_secret_env`` key names ("" when none is named).
+
+    Secrets live only in the environment; the configuration names the variable, so config files and
+    ``config show`` never contain them."""
+    if not variable:
+        return ""
+    env = os.environ if env is None else env
+    value = env.get(variable, "")
+    if not value:
+        raise ConfigError(f"environment variable {variable} (named by a *_secret_env key) is not set")
+    return value
+
+
 def reference() -> tuple[tuple[str, str, str, str], ...]:
     """(key, env var, default, doc) for every setting: the README's configuration table."""
     defaults = Settings(service_instance="<hostname>", embedded_data_dir="<user data dir>/postgres")

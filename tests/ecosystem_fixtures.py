@@ -203,7 +203,7 @@ class Receiver:
             self._server.server_close()
             self._server = None
 
-    def keys(self) -> list[str]:
+    def received_keys(self) -> list[str]:
         with self._lock:
             return [r.headers.get("Idempotency-Key", "") for r in self.requests]
 
