@@ -187,7 +187,7 @@ class CallbackGauge(Collector):
 
 DATA_STALENESS = CallbackGauge(
     "risk_data_staleness_seconds",
-    "Seconds since the last successful collection, by venue and data kind (computed at scrape time).",
+    "Seconds since the stalest current snapshot of a venue and data kind was collected (computed at scrape time).",
     ["venue", "kind"],
 )
 OUTBOX_BACKLOG = CallbackGauge(

@@ -169,3 +169,13 @@ def test_alertmanager_config_is_valid() -> None:
 )
 def test_the_failure_modes_have_alerts(alert: str) -> None:
     assert alert in {rule.get("alert") for rule in _rules()}
+
+
+def test_every_exported_metric_is_documented() -> None:
+    documented = (ROOT / "docs/metrics.md").read_text()
+    suffix = {"counter": "_total", "info": "_info"}
+    names = {family.name + suffix.get(family.type, "") for family in REGISTRY.collect()}
+    missing = sorted(
+        name for name in names if not name.startswith(("python_", "process_")) and f"`{name}`" not in documented
+    )
+    assert not missing, f"add to docs/metrics.md: {missing}"
