@@ -6,6 +6,7 @@ import logging
 import signal
 import threading
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from types import FrameType
@@ -17,10 +18,12 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobs import schedule
-from services import database, metrics
-from services.config import Settings
+from services import database, freshness, metrics
+from services.config import Settings, secret_from_env
+from services.ecosystem import registry
 from services.errors import DatabaseUnavailable
 from services.http_api import HttpApi
+from services.notifications import setup as notifications_setup
 from services.rpc.server import build_server
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,8 @@ class Monitor:
     grpc_health: health.HealthServicer | None = None
     grpc_port: int = 0
     embedded: database.EmbeddedPostgres | None = None
+    notifications: notifications_setup.Notifications | None = None
+    registration: registry.ServiceRegistration | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
@@ -69,7 +74,7 @@ class Monitor:
             self.sessions = database.session_factory(self.engine)
 
             self.scheduler = schedule.build_scheduler()
-            schedule.register(self.scheduler, [])
+            schedule.register(self.scheduler, [*self._observability_jobs()])
 
             self.grpc_server, self.grpc_health, self.grpc_port = build_server(
                 f"{s.grpc_host}:{s.grpc_port}", [], max_workers=s.grpc_max_workers
@@ -86,6 +91,7 @@ class Monitor:
             self.grpc_server.start()
             self.scheduler.start()
             self.http.start()
+            self._register_in_ecosystem()
         except BaseException:
             self.stop()
             raise
@@ -100,6 +106,61 @@ class Monitor:
             "embedded" if self.embedded else database.safe_url(s.database_url),
             extra={"http_port": self.http.port, "grpc_port": self.grpc_port},
         )
+
+    # --- observability and notifications (issue 6) ---------------------------------------------------
+
+    def _observability_jobs(self) -> list[schedule.ScheduledJob]:
+        """Outbox dispatcher and Alertmanager re-send jobs; scrape-time gauges read the database."""
+        s, sessions = self.settings, self.sessions
+        assert sessions is not None
+        metrics.DATA_STALENESS.bind(lambda: freshness.staleness_source(sessions))
+        channels = s.notifications_channels
+        metrics.OUTBOX_BACKLOG.bind(lambda: notifications_setup.backlog_source(sessions, channels)[0])
+        metrics.OUTBOX_OLDEST_PENDING_AGE.bind(lambda: notifications_setup.backlog_source(sessions, channels)[1])
+        if not channels:
+            return []
+        secret = secret_from_env(s.notifications_webhook_secret_env) if "webhook" in channels else ""
+        self.notifications = notifications_setup.build(s, sessions, webhook_secret=secret)
+        jobs = [
+            schedule.ScheduledJob(
+                "dispatch_notifications", self.notifications.dispatcher, s.notifications_dispatch_interval_s
+            )
+        ]
+        if self.notifications.resend is not None:
+            jobs.append(
+                schedule.ScheduledJob(
+                    "resend_alertmanager", self.notifications.resend, s.notifications_alertmanager_resend_s
+                )
+            )
+        return jobs
+
+    def _register_in_ecosystem(self) -> None:
+        s = self.settings
+        if not s.registry_enabled or self.http is None:
+            return
+        document = registry.registration_document(
+            name=s.service_name,
+            instance_id=s.service_instance,
+            host=registry.advertised_host(s.http_host, s.registry_advertise_host, s.registry_redis_url),
+            http_port=self.http.port,
+            grpc_port=self.grpc_port,
+            version=version(),
+            started_at=datetime.now(UTC),
+        )
+        self.registration = registry.ServiceRegistration(
+            registry.connect(s.registry_redis_url),
+            s.service_name,
+            document,
+            ttl_s=s.registry_ttl_s,
+            heartbeat_s=s.registry_heartbeat_s,
+        )
+        self.registration.start()
+
+    def _stop_observability(self) -> None:
+        if self.registration is not None:
+            self.registration.stop()  # deregister first: nobody should route to a stopping instance
+        for gauge in (metrics.DATA_STALENESS, metrics.OUTBOX_BACKLOG, metrics.OUTBOX_OLDEST_PENDING_AGE):
+            gauge.bind(None)
 
     def _database_ready(self) -> str | None:
         assert self.engine is not None
@@ -118,6 +179,7 @@ class Monitor:
             return
         self._stopped.set()
         metrics.UP.set(0)
+        self._stop_observability()
         if self.grpc_health is not None:
             self.grpc_health.enter_graceful_shutdown()  # tell load balancers first
         if self.scheduler is not None and self.scheduler.running:
@@ -126,6 +188,8 @@ class Monitor:
             self.grpc_server.stop(self.settings.shutdown_grace_s).wait()
         if self.http is not None:
             self.http.stop()
+        if self.notifications is not None:
+            self.notifications.close()
         if self.engine is not None:
             self.engine.dispose()
         if self.embedded is not None:

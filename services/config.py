@@ -88,6 +88,22 @@ def _parse_level(value: object) -> str:
     return _choice(*_LOG_LEVELS)(value.upper() if isinstance(value, str) else value)
 
 
+NOTIFICATION_CHANNELS = ("alertmanager", "webhook", "audit")
+
+
+def _parse_channels(value: object) -> tuple[str, ...]:
+    """A comma-separated list (or a TOML array) of known channel names, duplicates dropped, order kept."""
+    if isinstance(value, list | tuple):
+        names = [str(v).strip() for v in value]
+    else:
+        names = [part.strip() for part in _parse_str(value).split(",")]
+    chosen = tuple(dict.fromkeys(n for n in names if n))
+    unknown = [n for n in chosen if n not in NOTIFICATION_CHANNELS]
+    if unknown:
+        raise TypeError("channel names from " + ", ".join(NOTIFICATION_CHANNELS))
+    return chosen
+
+
 def _parse_optional_path(value: object) -> str:
     text = _parse_str(value)
     return str(Path(text).expanduser()) if text else ""
@@ -131,6 +147,40 @@ _FIELDS: tuple[_Field, ...] = (
     _Field("log.level", _parse_level, "Log level."),
     _Field("log.format", _choice("json", "text", "auto"), "json, text, or auto (text on a terminal)."),
     _Field("shutdown.grace_s", _parse_float, "Seconds open RPCs get to finish on SIGTERM."),
+    # --- observability and notifications (issue 6) ---
+    _Field("metrics.per_account", _parse_bool, "Also export P&L, gross and delta per account (more series)."),
+    _Field(
+        "notifications.channels",
+        _parse_channels,
+        "Enabled notification channels, comma-separated: alertmanager, webhook, audit (empty: none).",
+    ),
+    _Field("notifications.dispatch_interval_s", _parse_float, "Seconds between outbox dispatcher runs."),
+    _Field("notifications.batch_size", _parse_int, "Outbox rows one dispatcher run claims per channel."),
+    _Field("notifications.timeout_s", _parse_float, "HTTP timeout of one delivery attempt."),
+    _Field("notifications.retry_base_s", _parse_float, "First retry delay; doubles per attempt, with jitter."),
+    _Field("notifications.retry_max_s", _parse_float, "Cap of the retry delay."),
+    _Field("notifications.alertmanager_url", _parse_str, "Alertmanager base URL (POST /api/v2/alerts)."),
+    _Field(
+        "notifications.alertmanager_resend_s",
+        _parse_float,
+        "Seconds between re-posts of active alerts, so Alertmanager does not expire them.",
+    ),
+    _Field("notifications.webhook_url", _parse_str, "Generic webhook URL (JSON event documents)."),
+    _Field(
+        "notifications.webhook_secret_env",
+        _parse_str,
+        "Name of the environment variable holding the webhook HMAC-SHA256 secret (empty: unsigned).",
+        secret=True,
+    ),
+    _Field("notifications.audit_url", _parse_str, "Audit correlator base URL (POST /api/v1/audit/events)."),
+    _Field("registry.enabled", _parse_bool, "Register this instance in the ecosystem's Redis service registry."),
+    _Field("registry.redis_url", _parse_str, "Redis URL of the service registry.", secret=True),
+    _Field("registry.ttl_s", _parse_int, "TTL of the registration key (seconds)."),
+    _Field("registry.heartbeat_s", _parse_float, "Seconds between registration refreshes."),
+    _Field("registry.advertise_host", _parse_str, "Address to register (empty: the bound or outbound address)."),
+    _Field("config_service.url", _parse_str, "Configuration service base URL (empty: local configuration only)."),
+    _Field("config_service.cache_ttl_s", _parse_float, "Seconds a configuration-service answer is reused."),
+    _Field("config_service.timeout_s", _parse_float, "HTTP timeout of a configuration-service request."),
 )
 _BY_KEY = {f.key: f for f in _FIELDS}
 _BY_ENV = {f.env: f for f in _FIELDS}
@@ -162,6 +212,27 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "auto"
     shutdown_grace_s: float = 5.0
+    # --- observability and notifications (issue 6) ---
+    metrics_per_account: bool = False
+    notifications_channels: tuple[str, ...] = ()
+    notifications_dispatch_interval_s: float = 1.0
+    notifications_batch_size: int = 100
+    notifications_timeout_s: float = 5.0
+    notifications_retry_base_s: float = 1.0
+    notifications_retry_max_s: float = 300.0
+    notifications_alertmanager_url: str = ""
+    notifications_alertmanager_resend_s: float = 60.0
+    notifications_webhook_url: str = ""
+    notifications_webhook_secret_env: str = ""
+    notifications_audit_url: str = ""
+    registry_enabled: bool = False
+    registry_redis_url: str = "redis://127.0.0.1:6379/0"
+    registry_ttl_s: int = 90
+    registry_heartbeat_s: float = 30.0
+    registry_advertise_host: str = ""
+    config_service_url: str = ""
+    config_service_cache_ttl_s: float = 60.0
+    config_service_timeout_s: float = 2.0
     config_file: str = ""
 
     @property
@@ -176,7 +247,7 @@ class Settings:
         out: dict[str, str] = {}
         for f in _FIELDS:
             value = getattr(self, f.attr)
-            out[f.key] = mask_secret(f.key, value) if f.secret else str(value)
+            out[f.key] = mask_secret(f.key, value) if f.secret else render(value)
         return out
 
 
@@ -193,13 +264,46 @@ def mask_secret(key: str, value: object) -> str:
             return make_url(text).render_as_string(hide_password=True)
         except ArgumentError:
             return "***"
+    if key == "registry.redis_url":
+        return _mask_url_password(text)
     return "***"
+
+
+def _mask_url_password(text: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(text)
+    if parts.password is None:
+        return text
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def secret_from_env(variable: str, env: Mapping[str, str] | None = None) -> str:
+    """The secret held by the environment variable a ``*_secret_env`` key names ("" when none is named).
+
+    Secrets live only in the environment; the configuration names the variable, so config files and
+    ``config show`` never contain them."""
+    if not variable:
+        return ""
+    env = os.environ if env is None else env
+    value = env.get(variable, "")
+    if not value:
+        raise ConfigError(f"environment variable {variable} (named by a *_secret_env key) is not set")
+    return value
 
 
 def reference() -> tuple[tuple[str, str, str, str], ...]:
     """(key, env var, default, doc) for every setting: the README's configuration table."""
     defaults = Settings(service_instance="<hostname>", embedded_data_dir="<user data dir>/postgres")
-    return tuple((f.key, f.env, str(getattr(defaults, f.attr)), f.doc) for f in _FIELDS)
+    return tuple((f.key, f.env, render(getattr(defaults, f.attr)), f.doc) for f in _FIELDS)
+
+
+def render(value: object) -> str:
+    """A value as it would be written in the environment (lists comma-separated)."""
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
 
 
 def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
