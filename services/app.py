@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobs import schedule
+from jobs.collect import Collection, build_collection
 from services import database, metrics
 from services.config import Settings
 from services.errors import DatabaseUnavailable
@@ -46,6 +47,7 @@ class Monitor:
     grpc_health: health.HealthServicer | None = None
     grpc_port: int = 0
     embedded: database.EmbeddedPostgres | None = None
+    collection: Collection | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
@@ -70,6 +72,12 @@ class Monitor:
 
             self.scheduler = schedule.build_scheduler()
             schedule.register(self.scheduler, [])
+
+            # --- collection (issue 3): venue clients, price streams, one job per venue and kind ---
+            self.collection = build_collection(s, self.engine)
+            schedule.add_pools(self.scheduler, self.collection.pools)
+            schedule.register(self.scheduler, self.collection.jobs)
+            self.collection.start()
 
             self.grpc_server, self.grpc_health, self.grpc_port = build_server(
                 f"{s.grpc_host}:{s.grpc_port}", [], max_workers=s.grpc_max_workers
@@ -122,6 +130,8 @@ class Monitor:
             self.grpc_health.enter_graceful_shutdown()  # tell load balancers first
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=True)  # a running job finishes its transaction
+        if self.collection is not None:
+            self.collection.close()  # streams and sessions go before the engine they write through
         if self.grpc_server is not None:
             self.grpc_server.stop(self.settings.shutdown_grace_s).wait()
         if self.http is not None:
