@@ -9,9 +9,17 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import Engine, text
 
-from jobs.collect import CollectBalances, CollectCustody, CollectPositions, CollectPrices, CollectSettlements
+from jobs.collect import (
+    CollectBalances,
+    CollectCustody,
+    Collection,
+    CollectPositions,
+    CollectPrices,
+    CollectSettlements,
+)
 from sandbox import RunningSandbox, start
 from services.collection import RunOutcome
 from services.snapshot_store import SnapshotStore
@@ -275,6 +283,15 @@ def test_a_broken_venue_opens_its_breaker_records_failed_runs_and_goes_stale_whi
     assert "circuit for exchange-a/accounts is open" in str(failed[-1].error)  # failed fast, no request
     assert broken.client.breaker_states()["accounts"] is BreakerState.OPEN
     assert [run_row(engine, o).status for o in others] == ["succeeded", "succeeded"]
+    collection = Collection(tracker, http_clients=[(job.venue_id, job.client) for job in exchange_jobs.values()])
+    collection.start()  # attaches the scrape-time gauges
+    try:
+        state = REGISTRY.get_sample_value
+        assert state("risk_monitor_circuit_breaker_state", {"venue": "exchange-a", "endpoint": "accounts"}) == 2
+        assert state("risk_monitor_circuit_breaker_state", {"venue": "exchange-b", "endpoint": "accounts"}) == 0
+        assert state("risk_data_staleness_seconds", {"venue": "exchange-a", "kind": "positions"}) is not None
+    finally:
+        collection.close()
 
     now = datetime.now(UTC)
     assert tracker.newest("exchange-a", "positions") == fresh_at

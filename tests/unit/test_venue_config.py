@@ -120,3 +120,14 @@ def test_a_key_pasted_in_place_of_its_variable_name_is_not_echoed(tmp_path: Path
 def test_counts_must_be_positive(var: str) -> None:
     with pytest.raises(ConfigError, match="expected a positive integer"):
         config.load(env={var: "0"})
+
+
+def test_the_readme_venues_example_loads(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    example = readme.split("### Pointing the monitor at venues", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    settings = config.load(_write(tmp_path, example), env={"EXCHANGE_A_API_KEY": "k"})
+    assert [(v.id, v.kind) for v in settings.venues] == [
+        ("exchange-a", "exchange"),
+        ("custodian-a", "custodian"),
+        ("market-data", "market_data"),
+    ]
