@@ -92,7 +92,7 @@ def _per_account(
     except VENUE_ERRORS as exc:
         return _failed(store, RunRecord(job, venue_id, kind, started, clock(), error=f"accounts: {exc}"))
     rejected = rejections(listed.rejected, "accounts: ")
-    external = [a.account_id for a in listed.accepted]
+    external = list(dict.fromkeys(a.account_id for a in listed.accepted))  # listed twice: collected once
     ids = store.account_ids(venue_id, external)
     snapshots: list[AccountSnapshot] = []
     failures: dict[str, str] = {}
