@@ -18,7 +18,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobs import schedule
-from services import database, freshness, metrics
+from jobs.collect import Collection, build_collection
+from services import database, metrics
 from services.config import Settings, secret_from_env
 from services.ecosystem import registry
 from services.errors import DatabaseUnavailable
@@ -51,6 +52,7 @@ class Monitor:
     embedded: database.EmbeddedPostgres | None = None
     notifications: notifications_setup.Notifications | None = None
     registration: registry.ServiceRegistration | None = None
+    collection: Collection | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
@@ -75,6 +77,12 @@ class Monitor:
 
             self.scheduler = schedule.build_scheduler()
             schedule.register(self.scheduler, [*self._observability_jobs()])
+
+            # --- collection (issue 3): venue clients, price streams, one job per venue and kind ---
+            self.collection = build_collection(s, self.engine)
+            schedule.add_pools(self.scheduler, self.collection.pools)
+            schedule.register(self.scheduler, self.collection.jobs)
+            self.collection.start()
 
             self.grpc_server, self.grpc_health, self.grpc_port = build_server(
                 f"{s.grpc_host}:{s.grpc_port}", [], max_workers=s.grpc_max_workers
@@ -110,10 +118,9 @@ class Monitor:
     # --- observability and notifications (issue 6) ---------------------------------------------------
 
     def _observability_jobs(self) -> list[schedule.ScheduledJob]:
-        """Outbox dispatcher and Alertmanager re-send jobs; scrape-time gauges read the database."""
+        """Outbox dispatcher and Alertmanager re-send jobs; the outbox gauges read the database at scrape time."""
         s, sessions = self.settings, self.sessions
         assert sessions is not None
-        metrics.DATA_STALENESS.bind(lambda: freshness.staleness_source(sessions))
         channels = s.notifications_channels
         metrics.OUTBOX_BACKLOG.bind(lambda: notifications_setup.backlog_source(sessions, channels)[0])
         metrics.OUTBOX_OLDEST_PENDING_AGE.bind(lambda: notifications_setup.backlog_source(sessions, channels)[1])
@@ -159,7 +166,7 @@ class Monitor:
     def _stop_observability(self) -> None:
         if self.registration is not None:
             self.registration.stop()  # deregister first: nobody should route to a stopping instance
-        for gauge in (metrics.DATA_STALENESS, metrics.OUTBOX_BACKLOG, metrics.OUTBOX_OLDEST_PENDING_AGE):
+        for gauge in (metrics.OUTBOX_BACKLOG, metrics.OUTBOX_OLDEST_PENDING_AGE):
             gauge.bind(None)
 
     def _database_ready(self) -> str | None:
@@ -184,6 +191,8 @@ class Monitor:
             self.grpc_health.enter_graceful_shutdown()  # tell load balancers first
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=True)  # a running job finishes its transaction
+        if self.collection is not None:
+            self.collection.close()  # streams and sessions go before the engine they write through
         if self.grpc_server is not None:
             self.grpc_server.stop(self.settings.shutdown_grace_s).wait()
         if self.http is not None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from services.errors import ConfigError
+from services.venue_settings import VenueSettings, parse_venues
 
 ENV_PREFIX = "RISK_MONITOR_"
 # Variables with the prefix that are not configuration keys.
@@ -46,6 +47,13 @@ def _parse_port(value: object) -> int:
     if not 0 <= port <= 65535:
         raise TypeError("a port number 0-65535")
     return port
+
+
+def _parse_positive_int(value: object) -> int:
+    number = _parse_int(value)
+    if number < 1:
+        raise TypeError("a positive integer")
+    return number
 
 
 def _parse_float(value: object) -> float:
@@ -181,6 +189,20 @@ _FIELDS: tuple[_Field, ...] = (
     _Field("config_service.url", _parse_str, "Configuration service base URL (empty: local configuration only)."),
     _Field("config_service.cache_ttl_s", _parse_float, "Seconds a configuration-service answer is reused."),
     _Field("config_service.timeout_s", _parse_float, "HTTP timeout of a configuration-service request."),
+    # --- collection (issue 3) ---
+    _Field("collection.prices_interval_s", _parse_float, "Seconds between price snapshots of the streamed cache."),
+    _Field("collection.positions_interval_s", _parse_float, "Seconds between position collections per exchange."),
+    _Field("collection.balances_interval_s", _parse_float, "Seconds between balance collections per venue."),
+    _Field("collection.settlements_interval_s", _parse_float, "Seconds between pending-settlement collections."),
+    _Field(
+        "collection.price_refresh_intervals",
+        _parse_positive_int,
+        "Price intervals without a streamed update before a symbol is polled.",
+    ),
+    _Field("collection.max_skew_s", _parse_float, "Allowed venue clock lead before a timestamp is 'in the future'."),
+    _Field("collection.connect_timeout_s", _parse_float, "Venue connect timeout (a venue may override it)."),
+    _Field("collection.read_timeout_s", _parse_float, "Venue read timeout / gRPC deadline (a venue may override it)."),
+    _Field("collection.workers", _parse_positive_int, "Threads per venue (bulkhead): a slow venue holds only its own."),
 )
 _BY_KEY = {f.key: f for f in _FIELDS}
 _BY_ENV = {f.env: f for f in _FIELDS}
@@ -233,6 +255,17 @@ class Settings:
     config_service_url: str = ""
     config_service_cache_ttl_s: float = 60.0
     config_service_timeout_s: float = 2.0
+    # --- collection (issue 3) ---
+    collection_prices_interval_s: float = 1.0
+    collection_positions_interval_s: float = 2.0
+    collection_balances_interval_s: float = 5.0
+    collection_settlements_interval_s: float = 30.0
+    collection_price_refresh_intervals: int = 3
+    collection_max_skew_s: float = 5.0
+    collection_connect_timeout_s: float = 2.0
+    collection_read_timeout_s: float = 5.0
+    collection_workers: int = 2
+    venues: tuple[VenueSettings, ...] = ()
     config_file: str = ""
 
     @property
@@ -248,6 +281,8 @@ class Settings:
         for f in _FIELDS:
             value = getattr(self, f.attr)
             out[f.key] = mask_secret(f.key, value) if f.secret else render(value)
+        for venue in self.venues:
+            out[f"venues.{venue.id}"] = venue.describe()
         return out
 
 
@@ -333,6 +368,7 @@ def load(config_file: str | None = None, env: Mapping[str, str] | None = None) -
     env = os.environ if env is None else env
     path = config_file or env.get("RISK_MONITOR_CONFIG", "")
     values: dict[str, Any] = {}
+    venues: tuple[VenueSettings, ...] = ()
     if path:
         try:
             with open(path, "rb") as fh:
@@ -341,6 +377,8 @@ def load(config_file: str | None = None, env: Mapping[str, str] | None = None) -
             raise ConfigError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path}: {exc}") from None
+        if "venues" in data:  # an array of tables, not a key: parsed on its own
+            venues = parse_venues(data.pop("venues"), str(path), env)
         for key, raw in _flatten(data).items():
             if key not in _BY_KEY:
                 raise ConfigError(f"{path}: unknown key '{key}' (known: {', '.join(sorted(_BY_KEY))})")
@@ -352,7 +390,7 @@ def load(config_file: str | None = None, env: Mapping[str, str] | None = None) -
             raise ConfigError(f"environment: unknown variable {name}")
         f = _BY_ENV[name]
         values[f.attr] = _parse_value(f, raw, f"environment {name}")
-    settings = Settings(config_file=str(path), **values)
+    settings = Settings(config_file=str(path), venues=venues, **values)
     if settings.database_url:
         from services.database import normalize_url
 

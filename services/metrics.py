@@ -96,30 +96,29 @@ EVALUATION_LAST_SUCCESS = Gauge(
     "Unix time of the last completed evaluation pass (0 until the first one).",
 )
 
-# Collection side (the collection jobs update these; defined here too so rules and dashboards can rely on them).
+# --- collection (issue 3) ---------------------------------------------------------------------------
+# Labels: venue id (from the config), data kind, endpoint name, outcome: never an account id.
 COLLECTION_RECORDS = Counter(
     "risk_monitor_collection_records_total",
-    "Venue records collected, by venue, kind and outcome (accepted or rejected).",
+    "Venue records collected, by outcome (accepted, or rejected by validation).",
     ["venue", "kind", "outcome"],
 )
 COLLECTION_RUNS = Counter(
     "risk_monitor_collection_runs_total",
-    "Collection runs by venue, kind and final status (succeeded, partial, failed).",
+    "Collection runs by status (succeeded, partial, failed).",
     ["venue", "kind", "status"],
+)
+VENUE_REQUESTS = Counter(
+    "risk_monitor_venue_requests_total",
+    "Calls to venue endpoints (after retries) by outcome: ok, client_error, server_error, timeout,"
+    " unavailable, circuit_open.",
+    ["venue", "endpoint", "outcome"],
 )
 VENUE_REQUEST_DURATION = Histogram(
     "risk_monitor_venue_request_duration_seconds",
-    "Venue HTTP/gRPC request time by venue and operation.",
-    ["venue", "operation"],
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
-)
-VENUE_REQUEST_ERRORS = Counter(
-    "risk_monitor_venue_request_errors_total",
-    "Venue requests that failed, by venue, operation and reason (timeout, http_5xx, invalid, ...).",
-    ["venue", "operation", "reason"],
-)
-CIRCUIT_BREAKER_STATE = Gauge(
-    "risk_monitor_circuit_breaker_state", "Circuit breaker per venue: 0 closed, 1 half-open, 2 open.", ["venue"]
+    "Venue call time including retries.",
+    ["venue", "endpoint"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 
 # Notifications.
@@ -187,8 +186,13 @@ class CallbackGauge(Collector):
 
 DATA_STALENESS = CallbackGauge(
     "risk_data_staleness_seconds",
-    "Seconds since the stalest current snapshot of a venue and data kind was collected (computed at scrape time).",
+    "Seconds since the newest accepted data per venue and kind (+Inf: never collected); computed at scrape time.",
     ["venue", "kind"],
+)
+CIRCUIT_BREAKER_STATE = CallbackGauge(
+    "risk_monitor_circuit_breaker_state",
+    "Venue endpoint circuit breaker: 0 closed, 1 half-open, 2 open (computed at scrape time).",
+    ["venue", "endpoint"],
 )
 OUTBOX_BACKLOG = CallbackGauge(
     "risk_monitor_outbox_backlog", "Undelivered notification outbox rows, by channel.", ["channel"]
@@ -198,5 +202,5 @@ OUTBOX_OLDEST_PENDING_AGE = CallbackGauge(
     "Age of the oldest undelivered outbox row, by channel (0 when none).",
     ["channel"],
 )
-for _collector in (DATA_STALENESS, OUTBOX_BACKLOG, OUTBOX_OLDEST_PENDING_AGE):
+for _collector in (DATA_STALENESS, CIRCUIT_BREAKER_STATE, OUTBOX_BACKLOG, OUTBOX_OLDEST_PENDING_AGE):
     REGISTRY.register(_collector)
