@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from datetime import datetime
 
-from models.risk import reference
+from models.risk import fast, reference
 from models.risk.book import RiskBook
 from models.risk.limits import Limit
 from models.risk.results import RISK_CONTEXT, Check, Evaluation, RiskSummary, Subject, summarize
@@ -29,7 +29,16 @@ __all__ = [
 
 
 def evaluate(book: RiskBook, limits: Iterable[Limit], now: datetime, *, include_ok: bool = False) -> Evaluation:
-    """Evaluate every account and scope of the book."""
+    """Evaluate every account and scope of the book.
+
+    The fast path serves every call except `include_ok=True` (a diagnostic listing every subject) and books
+    the float screen can't bound (non-finite or astronomically large values); both use the reference.
+    """
+    limits = list(limits)
+    if not include_ok:
+        result = fast.evaluate(book, limits, now)
+        if result is not None:
+            return result
     return reference.evaluate(book, limits, now, include_ok=include_ok)
 
 
