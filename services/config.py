@@ -131,6 +131,22 @@ _FIELDS: tuple[_Field, ...] = (
     _Field("log.level", _parse_level, "Log level."),
     _Field("log.format", _choice("json", "text", "auto"), "json, text, or auto (text on a terminal)."),
     _Field("shutdown.grace_s", _parse_float, "Seconds open RPCs get to finish on SIGTERM."),
+    # --- evaluation (issue 4) ---
+    _Field(
+        "limits.file", _parse_optional_path, "Limits TOML file ([[limit]] tables, optional [groups]). Empty: no limits."
+    ),
+    _Field("limits.reload_interval_s", _parse_float, "Seconds between checks of the limits file for changes."),
+    _Field("evaluation.interval_s", _parse_float, "Seconds between scheduled full evaluations."),
+    _Field(
+        "evaluation.history_every_s",
+        _parse_float,
+        "Per-account risk figures are written at most this often, and only for accounts whose figures changed.",
+    ),
+    _Field(
+        "notifications.channels",
+        _parse_str,
+        "Comma-separated notification channels; each alert event gets one outbox row per channel.",
+    ),
 )
 _BY_KEY = {f.key: f for f in _FIELDS}
 _BY_ENV = {f.env: f for f in _FIELDS}
@@ -162,11 +178,21 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "auto"
     shutdown_grace_s: float = 5.0
+    # --- evaluation (issue 4) ---
+    limits_file: str = ""
+    limits_reload_interval_s: float = 2.0
+    evaluation_interval_s: float = 1.0
+    evaluation_history_every_s: float = 60.0
+    notifications_channels: str = ""
     config_file: str = ""
 
     @property
     def embedded(self) -> bool:
         return not self.database_url
+
+    @property
+    def notification_channels(self) -> tuple[str, ...]:
+        return tuple(c.strip() for c in self.notifications_channels.split(",") if c.strip())
 
     def with_overrides(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
