@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -82,6 +82,13 @@ def verify_chain(conn: Connection, *, batch: int = 5000) -> ChainReport:
     rows = conn.execution_options(yield_per=batch).execute(
         text(f"SELECT {', '.join(EVENT_FIELDS)}, prev_hash, hash FROM alert_events ORDER BY id")  # noqa: S608 - constants
     )
+    try:
+        return _walk(rows)
+    finally:
+        rows.close()  # a server-side cursor left open on an early return would leak
+
+
+def _walk(rows: Iterable[Any]) -> ChainReport:
     previous = GENESIS_HASH
     count = 0
     first_id: int | None = None
