@@ -19,15 +19,15 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import psycopg
 from sqlalchemy import Connection, Engine, text
 
 from models.risk import Check, Evaluation, Level, Limit, daily_pnl, drawdown, evaluate, resolve_absent, step
 from models.risk.alerts import AlertEvent, Transition
 from services import metrics
-from services.alert_records import StoredEvent, read_alerts
+from services.alert_records import StoredEvent, active_alerts
 from services.alert_store import AlertContext, apply_transitions
-from services.book_loader import FreshnessSource, LoadedBook, load_book
+from services.book_loader import BookCache, FreshnessSource, LoadedBook, load_book
+from services.raw_rows import copy_rows, fetch_all
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,19 @@ ACTOR = "system:evaluation"
 ZERO = Decimal(0)
 _STATUS = {Level.OK: "compliant", Level.WARN: "warning", Level.CRITICAL: "breach"}
 _RANK = {Level.OK: 0, Level.WARN: 1, Level.CRITICAL: 2}
+_HISTORY_COLUMNS = (
+    "account_id",
+    "recorded_at",
+    "evaluation_id",
+    "gross",
+    "net",
+    "equity",
+    "leverage",
+    "unrealized_pnl",
+    "daily_pnl",
+    "drawdown",
+)
+_HISTORY_TYPES = ("int4", "timestamptz", "int8", *(["numeric"] * 7))
 
 
 @dataclass
@@ -73,16 +86,19 @@ def run_evaluation(
     publish: Callable[[Sequence[StoredEvent]], None] | None = None,
     path: str = "scheduled",
     day_offset: timedelta = timedelta(0),
+    cache: BookCache | None = None,
 ) -> EvaluationResult:
+    """One full pass. ``history`` and ``cache`` are the caller's state across passes (None: none kept)."""
     started = time.perf_counter()
-    loaded = load_book(engine, groups=groups, freshness=freshness, day_offset=day_offset)
+    loaded = load_book(engine, groups=groups, freshness=freshness, day_offset=day_offset, cache=cache)
     read_done = time.perf_counter()
     evaluation = evaluate(loaded.book, limits, now)
     compute_done = time.perf_counter()
     with engine.begin() as conn:
         evaluation_id = _insert_evaluation(conn, evaluation, loaded, now, path)
         _write_marks(conn, evaluation, now)
-        compliance_changes = _write_compliance(conn, evaluation, loaded, now)
+        worst = _worst_levels(evaluation, loaded)
+        compliance_changes = _write_compliance(conn, worst, loaded, now)
         history_rows = (
             _write_history(conn, evaluation, loaded=loaded, history=history, evaluation_id=evaluation_id, now=now)
             if history
@@ -109,12 +125,16 @@ def run_evaluation(
         "write": done - compute_done,
         "total": done - started,
     }
-    _observe(timings, evaluation, loaded, events, now)
+    _observe(timings, worst, loaded, events, now)
     return EvaluationResult(evaluation_id, evaluation, loaded, events, compliance_changes, history_rows, timings)
 
 
 def _observe(
-    timings: Mapping[str, float], evaluation: Evaluation, loaded: LoadedBook, events: list[StoredEvent], now: datetime
+    timings: Mapping[str, float],
+    worst: Mapping[str, Level],
+    loaded: LoadedBook,
+    events: list[StoredEvent],
+    now: datetime,
 ) -> None:
     for phase, seconds in timings.items():
         metrics.EVALUATION_DURATION.labels(phase).observe(seconds)
@@ -126,7 +146,7 @@ def _observe(
             alert = event.alert
             metrics.ALERTS_GENERATED.labels(alert.severity.value, alert.limit_type, alert.symbol or "").inc()
     counts = dict.fromkeys(_STATUS.values(), 0)
-    for level in _worst_levels(evaluation, loaded).values():
+    for level in worst.values():
         counts[_STATUS[level]] += 1
     for status, count in counts.items():
         metrics.COMPLIANCE_ACCOUNTS.labels(status).set(count)
@@ -183,11 +203,11 @@ def _worst_levels(evaluation: Evaluation, loaded: LoadedBook) -> dict[str, Level
     return worst
 
 
-def _write_compliance(conn: Connection, evaluation: Evaluation, loaded: LoadedBook, now: datetime) -> int:
+def _write_compliance(conn: Connection, worst: Mapping[str, Level], loaded: LoadedBook, now: datetime) -> int:
     """Status per account from its worst check; a change (or a first status) appends compliance_history."""
-    previous: dict[int, str] = dict(conn.execute(text("SELECT account_id, status FROM compliance_status")).all())
+    previous: dict[int, str] = dict(fetch_all(conn, "SELECT account_id, status FROM compliance_status"))
     changed: list[tuple[int, str, str | None]] = []
-    for account, level in _worst_levels(evaluation, loaded).items():
+    for account, level in worst.items():
         account_id = loaded.account_ids[account]
         status = _STATUS[level]
         if previous.get(account_id) != status:
@@ -249,23 +269,14 @@ def _write_history(
             history.written[account_id] = figures
             rows.append((account_id, now, evaluation_id, *figures))
     history.last_sample_at = now
-    if rows:
-        columns = (
-            "account_id, recorded_at, evaluation_id, gross, net, equity, leverage, unrealized_pnl, daily_pnl, drawdown"
-        )
-        driver = conn.connection.driver_connection
-        assert isinstance(driver, psycopg.Connection)
-        with driver.cursor().copy(f"COPY account_risk_history ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(("int4", "timestamptz", "int8", *(["numeric"] * 7)))
-            for row in rows:
-                copy.write_row(row)
+    copy_rows(conn, "account_risk_history", _HISTORY_COLUMNS, _HISTORY_TYPES, rows)
     return len(rows)
 
 
 def _write_alerts(
     conn: Connection, evaluation: Evaluation, loaded: LoadedBook, now: datetime, channels: Sequence[str]
 ) -> list[StoredEvent]:
-    active = {r.fingerprint: r.to_domain() for r in read_alerts(conn, active_only=True)}
+    active = active_alerts(conn)
     transitions: list[Transition] = []
     context: dict[str, AlertContext] = {}
     for check in evaluation.checks:

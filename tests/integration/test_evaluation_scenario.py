@@ -108,7 +108,7 @@ def test_hand_computed_book_raises_exactly_the_expected_alerts(fresh_engine: Eng
                 " FROM alerts a LEFT JOIN accounts ac ON ac.id = a.account_id ORDER BY a.limit_name, 3"
             )
         ).all()
-        compliance = dict(
+        compliance: dict[str, str] = dict(
             conn.execute(
                 text(
                     "SELECT ac.venue_id || ':' || ac.external_id, c.status FROM compliance_status c"
