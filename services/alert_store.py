@@ -388,10 +388,10 @@ def _insert_outbox(conn: Connection, events: list[StoredEvent], channels: Sequen
 def acknowledge(
     engine: Engine,
     alert_id: int,
-    *,
     actor: str,
     comment: str,
     now: datetime,
+    *,
     channels: Sequence[str] = (),
     publish: Callable[[Sequence[StoredEvent]], None] | None = None,
 ) -> AckResult:
