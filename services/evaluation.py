@@ -125,16 +125,19 @@ def run_evaluation(
         "write": done - compute_done,
         "total": done - started,
     }
-    _observe(timings, worst, loaded, events, now)
+    symbols = {limit.name: limit.symbol or "" for limit in limits}
+    _observe(timings, worst, loaded=loaded, events=events, now=now, limit_symbols=symbols)
     return EvaluationResult(evaluation_id, evaluation, loaded, events, compliance_changes, history_rows, timings)
 
 
 def _observe(
     timings: Mapping[str, float],
     worst: Mapping[str, Level],
+    *,
     loaded: LoadedBook,
     events: list[StoredEvent],
     now: datetime,
+    limit_symbols: Mapping[str, str],
 ) -> None:
     for phase, seconds in timings.items():
         metrics.EVALUATION_DURATION.labels(phase).observe(seconds)
@@ -144,7 +147,9 @@ def _observe(
         metrics.ALERT_EVENTS.labels(event.event_type.value).inc()
         if event.event_type is AlertEvent.OPENED:
             alert = event.alert
-            metrics.ALERTS_GENERATED.labels(alert.severity.value, alert.limit_type, alert.symbol or "").inc()
+            # the symbol label only when the limit names one: per-instrument subjects would multiply series
+            symbol = limit_symbols.get(alert.limit_name, "")
+            metrics.ALERTS_GENERATED.labels(alert.severity.value, alert.limit_type, symbol).inc()
     counts = dict.fromkeys(_STATUS.values(), 0)
     for level in worst.values():
         counts[_STATUS[level]] += 1
