@@ -19,11 +19,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from jobs import schedule
 from jobs.collect import Collection, build_collection
+from jobs.evaluate import EvaluateJob
+from jobs.reload_limits import ReloadLimitsJob
 from services import database, metrics
+from services.alert_feed import AlertFeed
 from services.config import Settings, secret_from_env
 from services.ecosystem import registry
 from services.errors import DatabaseUnavailable
+from services.evaluation import HistoryState
 from services.http_api import HttpApi
+from services.limits_reloader import LimitsReloader
 from services.notifications import setup as notifications_setup
 from services.rpc.server import build_server
 
@@ -53,6 +58,8 @@ class Monitor:
     notifications: notifications_setup.Notifications | None = None
     registration: registry.ServiceRegistration | None = None
     collection: Collection | None = None
+    alert_feed: AlertFeed = field(default_factory=AlertFeed)
+    limits: LimitsReloader | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
@@ -83,6 +90,8 @@ class Monitor:
             schedule.add_pools(self.scheduler, self.collection.pools)
             schedule.register(self.scheduler, self.collection.jobs)
             self.collection.start()
+
+            schedule.register(self.scheduler, self._evaluation_jobs(self.engine, self.collection))
 
             self.grpc_server, self.grpc_health, self.grpc_port = build_server(
                 f"{s.grpc_host}:{s.grpc_port}", [], max_workers=s.grpc_max_workers
@@ -169,6 +178,28 @@ class Monitor:
         for gauge in (metrics.OUTBOX_BACKLOG, metrics.OUTBOX_OLDEST_PENDING_AGE):
             gauge.bind(None)
 
+    # --- evaluation (issue 4) ----------------------------------------------------------------------------
+    def _evaluation_jobs(self, engine: Engine, collection: Collection) -> list[schedule.ScheduledJob]:
+        """Limits reload + the scheduled evaluation. Limits are loaded once before the first evaluation."""
+        s = self.settings
+        self.limits = LimitsReloader(engine, s.limits_file, clock=_utcnow)
+        self.limits.reload()
+        evaluate = EvaluateJob(
+            engine,
+            limits=self.limits.limits,
+            groups=self.limits.groups,
+            channels=lambda: s.notifications_channels,
+            clock=_utcnow,
+            history=HistoryState(every_s=s.evaluation_history_every_s),
+            publish=self.alert_feed.publish,
+            freshness=collection.tracker.freshness,
+            per_account_metrics=s.metrics_per_account,
+        )
+        return [
+            schedule.ScheduledJob("reload_limits", ReloadLimitsJob(self.limits), s.limits_reload_interval_s),
+            schedule.ScheduledJob("evaluate", evaluate, s.evaluation_interval_s),
+        ]
+
     def _database_ready(self) -> str | None:
         assert self.engine is not None
         try:
@@ -193,6 +224,7 @@ class Monitor:
             self.scheduler.shutdown(wait=True)  # a running job finishes its transaction
         if self.collection is not None:
             self.collection.close()  # streams and sessions go before the engine they write through
+        self.alert_feed.close_all()  # end open alert streams before the gRPC server stops
         if self.grpc_server is not None:
             self.grpc_server.stop(self.settings.shutdown_grace_s).wait()
         if self.http is not None:
@@ -205,6 +237,10 @@ class Monitor:
             self.embedded.stop()
         if self.http is not None:
             log.info("risk-monitor stopped")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 def serve(settings: Settings) -> None:

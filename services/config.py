@@ -203,6 +203,17 @@ _FIELDS: tuple[_Field, ...] = (
     _Field("collection.connect_timeout_s", _parse_float, "Venue connect timeout (a venue may override it)."),
     _Field("collection.read_timeout_s", _parse_float, "Venue read timeout / gRPC deadline (a venue may override it)."),
     _Field("collection.workers", _parse_positive_int, "Threads per venue (bulkhead): a slow venue holds only its own."),
+    # --- evaluation (issue 4) ---
+    _Field(
+        "limits.file", _parse_optional_path, "Limits TOML file ([[limit]] tables, optional [groups]). Empty: no limits."
+    ),
+    _Field("limits.reload_interval_s", _parse_float, "Seconds between checks of the limits file for changes."),
+    _Field("evaluation.interval_s", _parse_float, "Seconds between scheduled full evaluations."),
+    _Field(
+        "evaluation.history_every_s",
+        _parse_float,
+        "Per-account risk figures are written at most this often, and only for accounts whose figures changed.",
+    ),
 )
 _BY_KEY = {f.key: f for f in _FIELDS}
 _BY_ENV = {f.env: f for f in _FIELDS}
@@ -266,6 +277,11 @@ class Settings:
     collection_read_timeout_s: float = 5.0
     collection_workers: int = 2
     venues: tuple[VenueSettings, ...] = ()
+    # --- evaluation (issue 4) ---
+    limits_file: str = ""
+    limits_reload_interval_s: float = 2.0
+    evaluation_interval_s: float = 1.0
+    evaluation_history_every_s: float = 60.0
     config_file: str = ""
 
     @property

@@ -88,7 +88,8 @@ DETECTION_LATENCY = Histogram(
 )
 EVALUATION_DURATION = Histogram(
     "risk_monitor_evaluation_duration_seconds",
-    "Time one evaluation pass takes (load, compute, persist).",
+    "Evaluation pass time by phase: read (book), compute (pure evaluation), write (one transaction), total.",
+    ["phase"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 EVALUATION_LAST_SUCCESS = Gauge(
@@ -204,3 +205,19 @@ OUTBOX_OLDEST_PENDING_AGE = CallbackGauge(
 )
 for _collector in (DATA_STALENESS, CIRCUIT_BREAKER_STATE, OUTBOX_BACKLOG, OUTBOX_OLDEST_PENDING_AGE):
     REGISTRY.register(_collector)
+
+# --- evaluation (issue 4): limits, evaluation passes, alerts, compliance ----------------------------
+# Alert labels are the limit type, severity and symbol (only when the limit names one, else ""): bounded by
+# the limits file. Per-account compliance is exported as counts per status, not one series per account.
+
+EVALUATION_DATA_AGE = Gauge(
+    "risk_monitor_evaluation_data_age_seconds", "Age of the newest input of the last evaluation at its start."
+)
+ALERT_EVENTS = Counter("risk_monitor_alert_events_total", "Alert events appended, by event type.", ["event_type"])
+COMPLIANCE_ACCOUNTS = Gauge(
+    "risk_monitor_compliance_accounts", "Accounts per compliance status after the last evaluation.", ["status"]
+)
+LIMITS_RELOADS = Counter(
+    "risk_monitor_limits_reloads_total", "Limits file checks that changed something, by result.", ["result"]
+)
+LIMITS_IN_FORCE = Gauge("risk_monitor_limits_in_force", "Limits in force (enabled or not) after the last reload.")

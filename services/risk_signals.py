@@ -102,7 +102,7 @@ def publish_evaluation(signals: EvaluationSignals, *, per_account: bool = False)
         "account_delta",
         {(a, asset): float(v) for a, x in accounts.items() for asset, v in x.delta_by_asset.items()},
     )
-    metrics.EVALUATION_DURATION.observe(signals.duration_s)
+    metrics.EVALUATION_DURATION.labels("total").observe(signals.duration_s)
     metrics.EVALUATION_LAST_SUCCESS.set(signals.evaluated_at.timestamp())
 
 
