@@ -203,6 +203,20 @@ _FIELDS: tuple[_Field, ...] = (
     _Field("collection.connect_timeout_s", _parse_float, "Venue connect timeout (a venue may override it)."),
     _Field("collection.read_timeout_s", _parse_float, "Venue read timeout / gRPC deadline (a venue may override it)."),
     _Field("collection.workers", _parse_positive_int, "Threads per venue (bulkhead): a slow venue holds only its own."),
+    # --- history partitions and retention (issue 8) ---
+    _Field("retention.precreate_days", _parse_positive_int, "Days of daily history partitions created ahead of today."),
+    _Field(
+        "retention.snapshots_days",
+        _parse_positive_int,
+        "Days of position, balance, custody and price snapshots kept (whole days dropped; latest state kept).",
+    ),
+    _Field("retention.collection_runs_days", _parse_positive_int, "Days of collection_runs kept."),
+    _Field("retention.rejected_records_days", _parse_positive_int, "Days of rejected_records kept."),
+    _Field(
+        "retention.maintenance_interval_s",
+        _parse_float,
+        "Seconds between partition maintenance runs (and one at start).",
+    ),
 )
 _BY_KEY = {f.key: f for f in _FIELDS}
 _BY_ENV = {f.env: f for f in _FIELDS}
@@ -265,6 +279,12 @@ class Settings:
     collection_connect_timeout_s: float = 2.0
     collection_read_timeout_s: float = 5.0
     collection_workers: int = 2
+    # --- history partitions and retention (issue 8) ---
+    retention_precreate_days: int = 7
+    retention_snapshots_days: int = 30
+    retention_collection_runs_days: int = 90
+    retention_rejected_records_days: int = 90
+    retention_maintenance_interval_s: float = 3600.0
     venues: tuple[VenueSettings, ...] = ()
     config_file: str = ""
 

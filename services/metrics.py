@@ -204,3 +204,22 @@ OUTBOX_OLDEST_PENDING_AGE = CallbackGauge(
 )
 for _collector in (DATA_STALENESS, CIRCUIT_BREAKER_STATE, OUTBOX_BACKLOG, OUTBOX_OLDEST_PENDING_AGE):
     REGISTRY.register(_collector)
+
+
+# === History partitions and retention (issue 8) =========================================================
+# Published by jobs/maintain_partitions.py after each run; `table` is one of the six history tables.
+
+PARTITIONS_CREATED = Counter(
+    "risk_monitor_partitions_created_total", "Daily history partitions created ahead of time.", ["table"]
+)
+PARTITIONS_DROPPED = Counter(
+    "risk_monitor_partitions_dropped_total", "Daily history partitions dropped by retention.", ["table"]
+)
+PARTITION_STRAY_ROWS = Gauge(
+    "risk_monitor_partition_default_rows",
+    "Rows in a history table's default partition that belong in a daily partition (a partition was missing).",
+    ["table"],
+)
+PARTITION_MAINTENANCE_FAILURES = Counter(
+    "risk_monitor_partition_maintenance_failures_total", "Partition maintenance runs that failed, per table.", ["table"]
+)
