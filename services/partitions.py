@@ -102,6 +102,11 @@ def partition_day(table: str, name: str) -> date | None:
     return date(int(suffix[:4]), int(suffix[4:6]), int(suffix[6:]))
 
 
+def partition_days(table: str, names: Iterable[str]) -> list[date]:
+    """The days covered by the daily partitions among ``names`` (the default partition has no day)."""
+    return sorted(d for d in (partition_day(table, n) for n in names) if d is not None)
+
+
 def days_to_ensure(today: date, precreate_days: int) -> list[date]:
     """Yesterday (late rows of a run that started before midnight) through ``precreate_days`` ahead."""
     return [today + timedelta(days=n) for n in range(-1, precreate_days + 1)]
@@ -135,8 +140,9 @@ def _sql(template: str, **names: str) -> TextClause:
 
 
 def maintain(engine: Engine, table: HistoryTable, policy: RetentionPolicy, *, today: date) -> MaintenanceReport:
-    """Ensure the partitions around ``today``, drop the expired ones, count strays: one transaction."""
+    """Ensure the partitions around ``today``, drop the expired ones, count strays."""
     report = MaintenanceReport(table.name)
+    cutoff = retention_cutoff(today, policy.days_for(table))
     with engine.begin() as conn:
         _lock(conn)
         existing = partitions_of(conn, table.name)
@@ -144,11 +150,17 @@ def maintain(engine: Engine, table: HistoryTable, policy: RetentionPolicy, *, to
             if partition_name(table.name, day) not in existing:
                 report.moved_from_default += create_partition(conn, table, day)
                 report.created.append(partition_name(table.name, day))
-        cutoff = retention_cutoff(today, policy.days_for(table))
-        days = [d for d in (partition_day(table.name, n) for n in existing) if d is not None]
-        for day in expired(days, cutoff):
+    # One transaction per dropped partition: DETACH holds ACCESS EXCLUSIVE on the parent until commit, so
+    # writers wait for one partition's drop (tens of ms), not for a whole catch-up of months.
+    for day in expired(partition_days(table.name, existing), cutoff):
+        with engine.begin() as conn:
+            _lock(conn)
+            if partition_name(table.name, day) not in partitions_of(conn, table.name):
+                continue  # another replica dropped it while we waited for the lock
             report.kept_for_heads += drop_partition(conn, table, day)
             report.dropped.append(partition_name(table.name, day))
+    with engine.begin() as conn:
+        _lock(conn)
         _purge_default(conn, table, cutoff)
         report.stray_rows = stray_rows(conn, table, cutoff)
     if report.moved_from_default:
