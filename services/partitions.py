@@ -234,12 +234,16 @@ def drop_partition(conn: Connection, table: HistoryTable, day: date) -> int:
     if table.head_kind is not None:
         kept = conn.execute(
             _sql(
-                "INSERT INTO {parent} SELECT s.* FROM {child} s JOIN snapshot_heads h"
-                " ON h.kind = :kind AND h.account_id = s.{account} AND h.collected_at = s.{key}",
+                # Heads are few (one per account); filtering them to the day first keeps this an index
+                # probe per head instead of a scan of the whole detached day.
+                "INSERT INTO {parent} SELECT s.* FROM snapshot_heads h JOIN {child} s"
+                " ON h.account_id = s.{account} AND h.collected_at = s.{key}"
+                " WHERE h.kind = :kind AND h.collected_at >= CAST(:low AS timestamptz)"
+                " AND h.collected_at < CAST(:high AS timestamptz)",
                 account=table.head_account,
                 **names,
             ),
-            {"kind": table.head_kind},
+            {"kind": table.head_kind, "low": bounds(day)[0], "high": bounds(day)[1]},
         ).rowcount
     conn.execute(_sql("DROP TABLE {child}", **names))
     return int(kept or 0)
