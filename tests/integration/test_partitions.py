@@ -13,9 +13,12 @@ from sqlalchemy import Engine, text
 
 from jobs.maintain_partitions import MaintainPartitions
 from services import database, metrics, partitions
+from services.app import Monitor
+from services.config import Settings
 from services.partitions import HISTORY_TABLES, HistoryTable, RetentionPolicy, partition_name
 from services.snapshot_store import AccountSnapshot, RunRecord, SnapshotStore
 from tests.conftest import throwaway_database
+from tests.ecosystem_fixtures import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -202,3 +205,16 @@ def test_the_job_maintains_every_table_and_isolates_a_failing_one(private_engine
     )
     for table in HISTORY_TABLES:
         assert partition_name(table.name, later + timedelta(days=7)) in _partitions(private_engine, table.name)
+
+
+def test_the_monitor_runs_partition_maintenance_at_start(private_engine: Engine) -> None:
+    url = private_engine.url.render_as_string(hide_password=False)
+    ahead = partition_name("rejected_records", TODAY + timedelta(days=12))
+    monitor = Monitor(Settings(database_url=url, http_port=0, grpc_port=0, retention_precreate_days=12))
+    monitor.start()
+    try:
+        assert monitor.scheduler is not None
+        assert monitor.scheduler.get_job("maintain_partitions") is not None
+        wait_until(lambda: ahead in _partitions(private_engine, "rejected_records"), timeout_s=20)
+    finally:
+        monitor.stop()
