@@ -1,8 +1,8 @@
 """Daily partitions of the history tables: created ahead, strays routed home, expired ones dropped.
 
-Planning (which days, which names, what has expired) is plain functions; the SQL runs in one
-transaction per table under an advisory lock, so replicas running the job at once take turns and the
-second one finds nothing to do. Never deletes history row by row: retention detaches and drops whole
+Planning (which days, which names, what has expired) is plain functions; the SQL runs in short
+transactions under an advisory lock, so replicas running the job at once take turns and the second one
+finds nothing to do. Never deletes history row by row: retention detaches and drops whole
 partitions (docs/schema.md, "History at volume").
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -115,6 +115,8 @@ def days_to_ensure(today: date, precreate_days: int) -> list[date]:
 def retention_cutoff(today: date, retention_days: int) -> date:
     """The oldest day kept. A day is dropped only when all of it is older than ``retention_days``; never
     yesterday or today, whatever the setting, because the job keeps those partitions."""
+    if retention_days >= (today - date.min).days:
+        return date.min  # "keep everything" settings must not overflow the calendar
     return min(today - timedelta(days=retention_days), today - timedelta(days=1))
 
 
@@ -276,10 +278,3 @@ def stray_rows(conn: Connection, table: HistoryTable, cutoff: date) -> int:
         {"cutoff": bounds(cutoff)[0]},
     )
     return int(count or 0)
-
-
-def maintain_all(
-    engine: Engine, policy: RetentionPolicy, *, today: date, tables: Sequence[HistoryTable] = HISTORY_TABLES
-) -> list[MaintenanceReport]:
-    """Every table in turn (for the CLI and tests; the job isolates failures per table itself)."""
-    return [maintain(engine, table, policy, today=today) for table in tables]

@@ -66,6 +66,11 @@ def test_retention_never_reaches_the_partitions_the_job_keeps() -> None:
     assert expired(days_to_ensure(TODAY, 7), retention_cutoff(TODAY, 1)) == []
 
 
+def test_a_retention_longer_than_the_calendar_keeps_everything() -> None:
+    assert retention_cutoff(TODAY, 10**9) == date.min
+    assert expired([date(1, 1, 2), TODAY], retention_cutoff(TODAY, 10**9)) == []
+
+
 def test_each_table_class_has_its_own_retention() -> None:
     policy = RetentionPolicy(snapshots_days=30, collection_runs_days=60, rejected_records_days=90)
     by_table = {t.name: policy.days_for(t) for t in HISTORY_TABLES}
