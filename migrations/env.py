@@ -9,6 +9,7 @@ from alembic import context
 from sqlalchemy import create_engine, pool, text
 
 from models.orm import Base
+from services.partitions import is_partition
 
 config = context.config
 if config.config_file_name and config.attributes.get("configure_logger", True):
@@ -17,6 +18,15 @@ if config.config_file_name and config.attributes.get("configure_logger", True):
 target_metadata = Base.metadata
 # Any constant works; it only has to be the same for every replica running `db upgrade` at once.
 MIGRATION_LOCK_ID = 7_351_204_117
+# Tables partitioned by day (postgresql_partition_by in models/orm.py). Their daily and default partitions
+# are created and dropped at run time by services/partitions.py, so they are not schema drift.
+PARTITIONED = {
+    table.name for table in target_metadata.tables.values() if table.dialect_options["postgresql"]["partition_by"]
+}
+
+
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    return not (type_ == "table" and name is not None and is_partition(name, PARTITIONED))
 
 
 def _url() -> object:
@@ -42,6 +52,7 @@ def run_migrations_online() -> None:
                 connection=connection,
                 target_metadata=target_metadata,
                 compare_type=True,
+                include_name=include_name,
                 transaction_per_migration=True,
             )
             with context.begin_transaction():

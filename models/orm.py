@@ -7,6 +7,9 @@ Conventions (docs/schema.md explains each table):
   contains ``collected_at`` (so native partitioning by time needs no key change), a BRIN index covers
   time-range scans, and ``snapshot_heads`` + the ``*_latest`` views (``LATEST_VIEWS``) give the current
   state so evaluation never scans history;
+- history tables (the snapshots, ``collection_runs``, ``rejected_records``) are partitioned by day on their
+  time column (``postgresql_partition_by``; docs/schema.md says why): retention drops whole partitions
+  and a time-bounded query reads only its days. ``services.partitions`` creates and drops the partitions;
 - snapshot tables carry no foreign keys: a per-row FK check would halve the COPY rate, and the only
   writer resolves account ids from ``accounts`` in the same transaction.
 """
@@ -107,16 +110,27 @@ class AccountRow(Base):
 # --- collection -----------------------------------------------------------------------------------
 
 
+def _by_day(column: str) -> dict[str, str]:
+    """Table option: native range partitioning on ``column`` (daily partitions, see services.partitions).
+    Autogenerate does not compare it; tests/integration/test_partitions.py checks pg_catalog instead."""
+    return {"postgresql_partition_by": f"RANGE ({column})"}
+
+
 class CollectionRunRow(Base):
-    """One run of a collection job against one venue and data kind."""
+    """One run of a collection job against one venue and data kind. Partitioned by ``started_at``: the
+    primary key has to contain it, so ``id`` alone is unique only by its identity sequence, and
+    ``rejected_records.run_id`` carries no foreign key (a partitioned table cannot be referenced by
+    ``id`` alone)."""
 
     __tablename__ = "collection_runs"
     __table_args__ = (
+        PrimaryKeyConstraint("id", "started_at"),
         CheckConstraint(_in("status", "running", "succeeded", "partial", "failed"), name="status"),
         Index(None, "venue_id", "kind", "started_at"),
+        _by_day("started_at"),
     )
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, Identity())
     job: Mapped[str]
     venue_id: Mapped[str] = mapped_column(ForeignKey("venues.id"))
     kind: Mapped[str]
@@ -133,12 +147,14 @@ class RejectedRecordRow(Base):
 
     __tablename__ = "rejected_records"
     __table_args__ = (
+        PrimaryKeyConstraint("id", "rejected_at"),
         Index(None, "run_id"),
         Index(None, "rejected_at", postgresql_using="brin"),
+        _by_day("rejected_at"),
     )
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    run_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("collection_runs.id"))
+    id: Mapped[int] = mapped_column(BigInteger, Identity())
+    run_id: Mapped[int] = mapped_column(BigInteger)  # no FK: collection_runs is partitioned
     venue_id: Mapped[str]
     kind: Mapped[str]
     payload: Mapped[dict[str, Any]]
@@ -167,6 +183,7 @@ class PositionSnapshotRow(Base):
     __table_args__ = (
         PrimaryKeyConstraint("account_id", "collected_at", "symbol"),
         Index(None, "collected_at", postgresql_using="brin"),
+        _by_day("collected_at"),
     )
 
     account_id: Mapped[int] = mapped_column(Integer)
@@ -185,6 +202,7 @@ class BalanceSnapshotRow(Base):
     __table_args__ = (
         PrimaryKeyConstraint("account_id", "collected_at", "asset"),
         Index(None, "collected_at", postgresql_using="brin"),
+        _by_day("collected_at"),
     )
 
     account_id: Mapped[int] = mapped_column(Integer)
@@ -204,6 +222,7 @@ class CustodyBalanceSnapshotRow(Base):
     __table_args__ = (
         PrimaryKeyConstraint("custodian_account_id", "collected_at", "account_id", "asset"),
         Index(None, "collected_at", postgresql_using="brin"),
+        _by_day("collected_at"),
     )
 
     custodian_account_id: Mapped[int] = mapped_column(Integer)
@@ -220,6 +239,7 @@ class PriceSnapshotRow(Base):
     __table_args__ = (
         PrimaryKeyConstraint("venue_id", "symbol", "collected_at"),
         Index(None, "collected_at", postgresql_using="brin"),
+        _by_day("collected_at"),
     )
 
     venue_id: Mapped[str]

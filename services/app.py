@@ -17,11 +17,11 @@ from grpc_health.v1 import health
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from jobs import schedule
+from jobs import maintain_partitions, schedule
 from jobs.collect import Collection, build_collection
 from jobs.evaluate import EvaluateJob
 from jobs.reload_limits import ReloadLimitsJob
-from services import database, metrics
+from services import database, metrics, partitions
 from services.alert_feed import AlertFeed
 from services.config import Settings, secret_from_env
 from services.ecosystem import registry
@@ -92,6 +92,8 @@ class Monitor:
             self.collection.start()
 
             schedule.register(self.scheduler, self._evaluation_jobs(self.engine, self.collection))
+            # --- history partitions and retention (issue 8): hourly, and once at start ---
+            schedule.register(self.scheduler, [self._partition_job()])
 
             self.grpc_server, self.grpc_health, self.grpc_port = build_server(
                 f"{s.grpc_host}:{s.grpc_port}", [], max_workers=s.grpc_max_workers
@@ -149,6 +151,22 @@ class Monitor:
                 )
             )
         return jobs
+
+    # --- history partitions and retention (issue 8) -------------------------------------------------
+
+    def _partition_job(self) -> schedule.ScheduledJob:
+        s = self.settings
+        assert self.engine is not None
+        policy = partitions.RetentionPolicy(
+            precreate_days=s.retention_precreate_days,
+            snapshots_days=s.retention_snapshots_days,
+            collection_runs_days=s.retention_collection_runs_days,
+            rejected_records_days=s.retention_rejected_records_days,
+        )
+        job = maintain_partitions.MaintainPartitions(self.engine, policy, clock=lambda: datetime.now(UTC))
+        return schedule.ScheduledJob(
+            maintain_partitions.JOB_ID, job, s.retention_maintenance_interval_s, run_at_start=True
+        )
 
     def _register_in_ecosystem(self) -> None:
         s = self.settings

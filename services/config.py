@@ -214,6 +214,20 @@ _FIELDS: tuple[_Field, ...] = (
         _parse_float,
         "Per-account risk figures are written at most this often, and only for accounts whose figures changed.",
     ),
+    # --- history partitions and retention (issue 8) ---
+    _Field("retention.precreate_days", _parse_positive_int, "Days of daily history partitions created ahead of today."),
+    _Field(
+        "retention.snapshots_days",
+        _parse_positive_int,
+        "Days of position, balance, custody and price snapshots kept (whole days dropped; latest state kept).",
+    ),
+    _Field("retention.collection_runs_days", _parse_positive_int, "Days of collection_runs kept."),
+    _Field("retention.rejected_records_days", _parse_positive_int, "Days of rejected_records kept."),
+    _Field(
+        "retention.maintenance_interval_s",
+        _parse_float,
+        "Seconds between partition maintenance runs (and one at start).",
+    ),
 )
 _BY_KEY = {f.key: f for f in _FIELDS}
 _BY_ENV = {f.env: f for f in _FIELDS}
@@ -276,6 +290,12 @@ class Settings:
     collection_connect_timeout_s: float = 2.0
     collection_read_timeout_s: float = 5.0
     collection_workers: int = 2
+    # --- history partitions and retention (issue 8) ---
+    retention_precreate_days: int = 7
+    retention_snapshots_days: int = 30
+    retention_collection_runs_days: int = 90
+    retention_rejected_records_days: int = 90
+    retention_maintenance_interval_s: float = 3600.0
     venues: tuple[VenueSettings, ...] = ()
     # --- evaluation (issue 4) ---
     limits_file: str = ""

@@ -221,3 +221,21 @@ LIMITS_RELOADS = Counter(
     "risk_monitor_limits_reloads_total", "Limits file checks that changed something, by result.", ["result"]
 )
 LIMITS_IN_FORCE = Gauge("risk_monitor_limits_in_force", "Limits in force (enabled or not) after the last reload.")
+
+# === History partitions and retention (issue 8) =========================================================
+# Published by jobs/maintain_partitions.py after each run; `table` is one of the six history tables.
+
+PARTITIONS_CREATED = Counter(
+    "risk_monitor_partitions_created_total", "Daily history partitions created ahead of time.", ["table"]
+)
+PARTITIONS_DROPPED = Counter(
+    "risk_monitor_partitions_dropped_total", "Daily history partitions dropped by retention.", ["table"]
+)
+PARTITION_STRAY_ROWS = Gauge(
+    "risk_monitor_partition_default_rows",
+    "Rows in a history table's default partition that belong in a daily partition (a partition was missing).",
+    ["table"],
+)
+PARTITION_MAINTENANCE_FAILURES = Counter(
+    "risk_monitor_partition_maintenance_failures_total", "Partition maintenance runs that failed, per table.", ["table"]
+)

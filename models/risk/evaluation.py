@@ -7,7 +7,9 @@ evaluation it is tested against. Both return identical results (docs/risk-model.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+import gc
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 
 from models.risk import fast, reference
@@ -28,6 +30,21 @@ __all__ = [
 ]
 
 
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """An evaluation allocates tens of thousands of small objects; each allocation burst triggers the cyclic
+    collector, which then walks every live object of the process (the book alone is millions). Measured: a
+    10k-account evaluation took 23 s instead of 1 s in a process holding a large heap. Nothing an evaluation
+    creates is cyclic garbage, so pausing the collector for its duration loses nothing."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def evaluate(book: RiskBook, limits: Iterable[Limit], now: datetime, *, include_ok: bool = False) -> Evaluation:
     """Evaluate every account and scope of the book.
 
@@ -35,11 +52,12 @@ def evaluate(book: RiskBook, limits: Iterable[Limit], now: datetime, *, include_
     the float screen can't bound (non-finite or astronomically large values); both use the reference.
     """
     limits = list(limits)
-    if not include_ok:
-        result = fast.evaluate(book, limits, now)
-        if result is not None:
-            return result
-    return reference.evaluate(book, limits, now, include_ok=include_ok)
+    with _cyclic_gc_paused():
+        if not include_ok:
+            result = fast.evaluate(book, limits, now)
+            if result is not None:
+                return result
+        return reference.evaluate(book, limits, now, include_ok=include_ok)
 
 
 def evaluate_limits(book: RiskBook, limits: Iterable[Limit], now: datetime) -> list[Check]:
