@@ -543,6 +543,15 @@ class _FastRun:
         margin = self.rho * self.equity_abs
         lo, hi = self.equity_f - margin, self.equity_f + margin
         if old_marks:
+            # Accounts whose float bounds straddle their high-water mark need exact equity; confirm them in
+            # one batch (per-account confirmation allocates book-sized arrays each time: quadratic).
+            ambiguous = [
+                i
+                for i, account in enumerate(ix.accounts)
+                if self._straddles_hwm(old_marks.get(account), float(lo[i]), float(hi[i]))
+            ]
+            if ambiguous:
+                self.ensure_exact(np.array(ambiguous, dtype=np.intp))
             for i, account in enumerate(ix.accounts):
                 old = old_marks.get(account)
                 state[i], hwm[i], dse[i] = self._mark_state(account, old, (lo[i], hi[i]), changed)
@@ -556,6 +565,13 @@ class _FastRun:
             old = old_marks.get(key)
             self.scope_state[key] = self._mark_state(key, old, (e - self.rho * a, e + self.rho * a), changed)
         return _Marks(self, old_marks, changed)
+
+    def _straddles_hwm(self, old: PnlMarks | None, lo: float, hi: float) -> bool:
+        """True when `_mark_state` can't decide "new high" from the float bounds (same rules, same order)."""
+        if old is None or self.day > old.trading_day:
+            return False
+        hwm = float(old.hwm)
+        return not (hi <= hwm - SLACK * abs(hwm)) and not (lo > hwm + SLACK * abs(hwm))
 
     def _mark_state(
         self, key: str, old: PnlMarks | None, bounds: tuple[float, float], changed: dict[str, PnlMarks | None]
