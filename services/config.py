@@ -131,6 +131,21 @@ _FIELDS: tuple[_Field, ...] = (
     _Field("log.level", _parse_level, "Log level."),
     _Field("log.format", _choice("json", "text", "auto"), "json, text, or auto (text on a terminal)."),
     _Field("shutdown.grace_s", _parse_float, "Seconds open RPCs get to finish on SIGTERM."),
+    # --- gRPC API (issue 5) ---
+    _Field("grpc.tls_cert", _parse_optional_path, "PEM certificate chain; with grpc.tls_key the port serves TLS only."),
+    _Field("grpc.tls_key", _parse_optional_path, "PEM private key of grpc.tls_cert."),
+    _Field("grpc.tls_client_ca", _parse_optional_path, "PEM CA for client certificates: set it for mutual TLS."),
+    _Field(
+        "grpc.tokens",
+        _parse_str,
+        "Bearer tokens, comma-separated 'role:name:token' (role: reader or operator).",
+        secret=True,
+    ),
+    _Field("grpc.tokens_file", _parse_optional_path, "File of bearer tokens, one 'role:name:token' per line."),
+    _Field("grpc.max_message_bytes", _parse_int, "Largest gRPC message accepted or sent."),
+    _Field("grpc.watch_poll_interval_s", _parse_float, "WatchAlerts: how often the alert event log is polled."),
+    _Field("grpc.watch_queue_size", _parse_int, "WatchAlerts: events a subscriber may lag before it is dropped."),
+    _Field("grpc.tick_queue_size", _parse_int, "StreamTicks: tick batches queued for the alert writer."),
 )
 _BY_KEY = {f.key: f for f in _FIELDS}
 _BY_ENV = {f.env: f for f in _FIELDS}
@@ -162,6 +177,16 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "auto"
     shutdown_grace_s: float = 5.0
+    # --- gRPC API (issue 5) ---
+    grpc_tls_cert: str = ""
+    grpc_tls_key: str = ""
+    grpc_tls_client_ca: str = ""
+    grpc_tokens: str = ""
+    grpc_tokens_file: str = ""
+    grpc_max_message_bytes: int = 8 * 1024 * 1024
+    grpc_watch_poll_interval_s: float = 0.25
+    grpc_watch_queue_size: int = 1000
+    grpc_tick_queue_size: int = 10_000
     config_file: str = ""
 
     @property
