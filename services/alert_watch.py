@@ -82,7 +82,8 @@ class AlertEventPoller:
         self._interval_s = interval_s
         self._queue_size = queue_size
         self._subscribers: list[Subscription] = []
-        self._lock = threading.Lock()
+        # Re-entrant: an overflowing subscriber removes itself while poll_once holds the lock.
+        self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="alert-event-poller", daemon=True)
