@@ -50,6 +50,9 @@ NAMING_CONVENTION = {
 }
 
 AMOUNT = Numeric(38, 18)
+# Risk values (observed values of checks, leverage) can be unbounded: Decimal('Infinity') for leverage at
+# equity <= 0 or never-seen data. NUMERIC(38, 18) rejects infinity, so these columns are unconstrained.
+RISK_VALUE = Numeric()
 
 
 class Base(DeclarativeBase):
@@ -321,6 +324,29 @@ class PnlMarkRow(Base):
     updated_at: Mapped[datetime]
 
 
+class AccountRiskHistoryRow(Base):
+    """Per-account risk figures over time, written at a bounded rate: an account gets a row only when its
+    figures changed since its last row, and at most once per ``evaluation.history_every_s``. Append-only,
+    no foreign key (like the snapshots: high volume, one writer)."""
+
+    __tablename__ = "account_risk_history"
+    __table_args__ = (
+        PrimaryKeyConstraint("account_id", "recorded_at"),
+        Index(None, "recorded_at", postgresql_using="brin"),
+    )
+
+    account_id: Mapped[int] = mapped_column(Integer)
+    recorded_at: Mapped[datetime]
+    evaluation_id: Mapped[int] = mapped_column(BigInteger)
+    gross: Mapped[Decimal]
+    net: Mapped[Decimal]
+    equity: Mapped[Decimal]
+    leverage: Mapped[Decimal] = mapped_column(RISK_VALUE)
+    unrealized_pnl: Mapped[Decimal]
+    daily_pnl: Mapped[Decimal]
+    drawdown: Mapped[Decimal] = mapped_column(RISK_VALUE)
+
+
 # --- alerts and audit -----------------------------------------------------------------------------
 
 
@@ -352,7 +378,7 @@ class AlertRow(Base):
     symbol: Mapped[str | None]
     severity: Mapped[str]
     state: Mapped[str]
-    observed_value: Mapped[Decimal]
+    observed_value: Mapped[Decimal] = mapped_column(RISK_VALUE)
     threshold: Mapped[Decimal]
     data_time: Mapped[datetime]
     detection_latency_s: Mapped[float] = mapped_column(Double)
@@ -381,7 +407,7 @@ class AlertEventRow(Base):
     actor: Mapped[str]
     severity: Mapped[str]
     state: Mapped[str]
-    observed_value: Mapped[Decimal | None]
+    observed_value: Mapped[Decimal | None] = mapped_column(RISK_VALUE)
     threshold: Mapped[Decimal | None]
     details: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
     prev_hash: Mapped[str]

@@ -6,6 +6,7 @@ import logging
 import signal
 import threading
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from types import FrameType
@@ -17,10 +18,15 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobs import schedule
+from jobs.evaluate import EvaluateJob
+from jobs.reload_limits import ReloadLimitsJob
 from services import database, metrics
+from services.alert_feed import AlertFeed
 from services.config import Settings
 from services.errors import DatabaseUnavailable
+from services.evaluation import HistoryState
 from services.http_api import HttpApi
+from services.limits_reloader import LimitsReloader
 from services.rpc.server import build_server
 
 log = logging.getLogger(__name__)
@@ -46,6 +52,8 @@ class Monitor:
     grpc_health: health.HealthServicer | None = None
     grpc_port: int = 0
     embedded: database.EmbeddedPostgres | None = None
+    alert_feed: AlertFeed = field(default_factory=AlertFeed)
+    limits: LimitsReloader | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
@@ -69,7 +77,7 @@ class Monitor:
             self.sessions = database.session_factory(self.engine)
 
             self.scheduler = schedule.build_scheduler()
-            schedule.register(self.scheduler, [])
+            schedule.register(self.scheduler, self._evaluation_jobs(self.engine))
 
             self.grpc_server, self.grpc_health, self.grpc_port = build_server(
                 f"{s.grpc_host}:{s.grpc_port}", [], max_workers=s.grpc_max_workers
@@ -101,6 +109,27 @@ class Monitor:
             extra={"http_port": self.http.port, "grpc_port": self.grpc_port},
         )
 
+    # --- evaluation (issue 4) ----------------------------------------------------------------------------
+    def _evaluation_jobs(self, engine: Engine) -> list[schedule.ScheduledJob]:
+        """Limits reload + the scheduled evaluation. Limits are loaded once before the first evaluation."""
+        s = self.settings
+        self.limits = LimitsReloader(engine, s.limits_file, clock=_utcnow)
+        self.limits.reload()
+        evaluate = EvaluateJob(
+            engine,
+            limits=self.limits.limits,
+            groups=self.limits.groups,
+            channels=lambda: s.notification_channels,
+            clock=_utcnow,
+            history=HistoryState(every_s=s.evaluation_history_every_s),
+            publish=self.alert_feed.publish,
+            freshness=None,  # TODO(collection merge): inject the in-memory staleness tracker here
+        )
+        return [
+            schedule.ScheduledJob("reload_limits", ReloadLimitsJob(self.limits), s.limits_reload_interval_s),
+            schedule.ScheduledJob("evaluate", evaluate, s.evaluation_interval_s),
+        ]
+
     def _database_ready(self) -> str | None:
         assert self.engine is not None
         try:
@@ -122,6 +151,7 @@ class Monitor:
             self.grpc_health.enter_graceful_shutdown()  # tell load balancers first
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=True)  # a running job finishes its transaction
+        self.alert_feed.close_all()  # end open alert streams before the gRPC server stops
         if self.grpc_server is not None:
             self.grpc_server.stop(self.settings.shutdown_grace_s).wait()
         if self.http is not None:
@@ -132,6 +162,10 @@ class Monitor:
             self.embedded.stop()
         if self.http is not None:
             log.info("risk-monitor stopped")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 def serve(settings: Settings) -> None:

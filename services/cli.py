@@ -102,6 +102,35 @@ def cmd_config_keys(_args: argparse.Namespace) -> int:
     return 0
 
 
+# --- audit (issue 4) ---------------------------------------------------------------------------------
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Recompute the alert_events hash chain: exit 0 with a summary, or 1 naming the first broken event."""
+    from services.audit_chain import verify_chain
+
+    settings = _settings(args)
+    with _database_url(settings) as url:
+        engine = database.make_engine(url, pool_size=1)
+        try:
+            with engine.connect() as conn:
+                report = verify_chain(conn)
+        finally:
+            engine.dispose()
+    if not report.intact:
+        print(f"audit chain BROKEN at event {report.broken_id}: {report.reason}", file=sys.stderr)
+        print(f"{report.events} events verified before it")
+        return 1
+    if report.events == 0:
+        print("audit chain intact: no alert events yet")
+    else:
+        print(
+            f"audit chain intact: {report.events} events (ids {report.first_id}..{report.last_id}),"
+            f" last hash {report.last_hash}"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="risk-monitor",
@@ -132,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=cmd_config_show)
     keys = cfg_sub.add_parser("keys", help="print every configuration key as a Markdown table")
     keys.set_defaults(func=cmd_config_keys)
+
+    audit = sub.add_parser("audit", help="audit trail checks")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="AUDIT_COMMAND")
+    verify = audit_sub.add_parser("verify", help="recompute the alert event hash chain (exit 1 if broken)")
+    verify.set_defaults(func=cmd_audit_verify)
     return parser
 
 

@@ -131,6 +131,22 @@ _FIELDS: tuple[_Field, ...] = (
     _Field("log.level", _parse_level, "Log level."),
     _Field("log.format", _choice("json", "text", "auto"), "json, text, or auto (text on a terminal)."),
     _Field("shutdown.grace_s", _parse_float, "Seconds open RPCs get to finish on SIGTERM."),
+    # --- evaluation (issue 4) ---
+    _Field(
+        "limits.file", _parse_optional_path, "Limits TOML file ([[limit]] tables, optional [groups]). Empty: no limits."
+    ),
+    _Field("limits.reload_interval_s", _parse_float, "Seconds between checks of the limits file for changes."),
+    _Field("evaluation.interval_s", _parse_float, "Seconds between scheduled full evaluations."),
+    _Field(
+        "evaluation.history_every_s",
+        _parse_float,
+        "Per-account risk figures are written at most this often, and only for accounts whose figures changed.",
+    ),
+    _Field(
+        "notifications.channels",
+        _parse_str,
+        "Comma-separated notification channels; each alert event gets one outbox row per channel.",
+    ),
     # --- gRPC API (issue 5) ---
     _Field("grpc.tls_cert", _parse_optional_path, "PEM certificate chain; with grpc.tls_key the port serves TLS only."),
     _Field("grpc.tls_key", _parse_optional_path, "PEM private key of grpc.tls_cert."),
@@ -177,6 +193,12 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "auto"
     shutdown_grace_s: float = 5.0
+    # --- evaluation (issue 4) ---
+    limits_file: str = ""
+    limits_reload_interval_s: float = 2.0
+    evaluation_interval_s: float = 1.0
+    evaluation_history_every_s: float = 60.0
+    notifications_channels: str = ""
     # --- gRPC API (issue 5) ---
     grpc_tls_cert: str = ""
     grpc_tls_key: str = ""
@@ -192,6 +214,10 @@ class Settings:
     @property
     def embedded(self) -> bool:
         return not self.database_url
+
+    @property
+    def notification_channels(self) -> tuple[str, ...]:
+        return tuple(c.strip() for c in self.notifications_channels.split(",") if c.strip())
 
     def with_overrides(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

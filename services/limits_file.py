@@ -1,4 +1,8 @@
-"""Load limits from a TOML file (`[[limit]]` tables) with errors that name the file and line."""
+"""Load limits from a TOML file (`[[limit]]` tables, optional `[groups]`) with errors that name the file and line.
+
+Groups live in the limits file, next to the group-scoped limits that use them, so one reviewed file (and one
+hot reload) changes both: `[groups]` maps a group name to its member accounts, `"<venue>:<external id>"`.
+"""
 
 from __future__ import annotations
 
@@ -61,7 +65,7 @@ def parse_limits(text: str, *, path: str | Path = "<limits>") -> list[Limit]:
         raise LimitsFileError(path, _toml_error_line(exc), f"invalid TOML: {_toml_error_message(exc)}") from None
     lines = text.splitlines()
     starts = [i + 1 for i, line in enumerate(lines) if _TABLE_HEADER.match(line)]
-    extra = sorted(set(document) - {"limit"})
+    extra = sorted(set(document) - {"limit", "groups"})
     if extra:
         raise LimitsFileError(path, _find_line(lines, 0, len(lines), extra[0]), f"unknown top-level key {extra[0]!r}")
     tables = document.get("limit", [])
@@ -83,6 +87,31 @@ def parse_limits(text: str, *, path: str | Path = "<limits>") -> list[Limit]:
         seen[limit.name] = start or 0
         limits.append(limit)
     return limits
+
+
+_ACCOUNT_KEY = re.compile(r"^[^:\s]+:\S+$")
+
+
+def parse_groups(text: str, *, path: str | Path = "<limits>") -> dict[str, tuple[str, ...]]:
+    """The `[groups]` table: group name -> member account keys ("venue:external_id"). Empty if absent."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise LimitsFileError(path, _toml_error_line(exc), f"invalid TOML: {_toml_error_message(exc)}") from None
+    table = document.get("groups", {})
+    lines = text.splitlines()
+    if not isinstance(table, dict):
+        raise LimitsFileError(path, _find_line(lines, 1, len(lines), "groups"), "'groups' must be a table")
+    groups: dict[str, tuple[str, ...]] = {}
+    for name, members in table.items():
+        line = _find_line(lines, 1, len(lines), name)
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+            raise LimitsFileError(path, line, f"group {name!r} must be a list of account keys")
+        bad = [m for m in members if not _ACCOUNT_KEY.match(m)]
+        if bad:
+            raise LimitsFileError(path, line, f'group {name!r} has {bad[0]!r}; expected "<venue>:<account id>"')
+        groups[name] = tuple(dict.fromkeys(members))
+    return groups
 
 
 def _build(table: dict[str, Any], fail: Callable[..., LimitsFileError]) -> Limit:  # noqa: PLR0912  (one rule per field)

@@ -34,3 +34,30 @@ JOB_FAILURES = Counter("risk_monitor_job_failures_total", "Scheduled job runs th
 JOB_MISSED = Counter(
     "risk_monitor_job_missed_total", "Scheduled runs skipped (misfired or still running).", ["job", "reason"]
 )
+
+# --- evaluation (issue 4): limits, evaluation passes, alerts, compliance ----------------------------
+# Alert labels are the limit type, severity and symbol (only when the limit names one, else ""): bounded by
+# the limits file. Per-account compliance is exported as counts per status, not one series per account.
+
+EVALUATION_DURATION = Histogram(
+    "risk_monitor_evaluation_duration_seconds",
+    "Evaluation pass time by phase: read (book), compute (pure evaluation), write (one transaction), total.",
+    ["phase"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+EVALUATION_DATA_AGE = Gauge(
+    "risk_monitor_evaluation_data_age_seconds", "Age of the newest input of the last evaluation at its start."
+)
+ALERTS_GENERATED = Counter(
+    "risk_alert_generated_total",
+    "Alerts opened, by severity, limit type and symbol.",
+    ["severity", "breach_type", "symbol"],
+)
+ALERT_EVENTS = Counter("risk_monitor_alert_events_total", "Alert events appended, by event type.", ["event_type"])
+COMPLIANCE_ACCOUNTS = Gauge(
+    "risk_monitor_compliance_accounts", "Accounts per compliance status after the last evaluation.", ["status"]
+)
+LIMITS_RELOADS = Counter(
+    "risk_monitor_limits_reloads_total", "Limits file checks that changed something, by result.", ["result"]
+)
+LIMITS_IN_FORCE = Gauge("risk_monitor_limits_in_force", "Limits in force (enabled or not) after the last reload.")

@@ -1,0 +1,295 @@
+"""The evaluation use case: read the book, evaluate the limits, persist everything the pass decided.
+
+Two transactions, on purpose: the book is read in one REPEATABLE READ read-only transaction (one
+consistent picture of the snapshots, see services/book_loader.py), and everything the pass decides is
+written in ONE read-write transaction: the ``evaluations`` row, changed P&L marks, compliance status and
+history, per-account risk history (bounded rate), and the alert transitions with their events and outbox
+rows. A crash before commit loses nothing committed; the next pass recomputes from the same inputs.
+Writing inside the snapshot transaction instead would turn every race with the tick path on ``alerts``
+into a serialization failure of the whole pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from sqlalchemy import Connection, Engine, text
+
+from models.risk import Check, Evaluation, Level, Limit, daily_pnl, drawdown, evaluate, resolve_absent, step
+from models.risk.alerts import AlertEvent, Transition
+from services import metrics
+from services.alert_records import StoredEvent, read_alerts
+from services.alert_store import AlertContext, apply_transitions
+from services.book_loader import FreshnessSource, LoadedBook, load_book
+
+log = logging.getLogger(__name__)
+
+ACTOR = "system:evaluation"
+ZERO = Decimal(0)
+_STATUS = {Level.OK: "compliant", Level.WARN: "warning", Level.CRITICAL: "breach"}
+_RANK = {Level.OK: 0, Level.WARN: 1, Level.CRITICAL: 2}
+
+
+@dataclass
+class HistoryState:
+    """Per-account risk history at a bounded rate: every ``every_s`` at most, and only accounts whose
+    figures changed since their last row (in this process; after a restart the first sample writes all)."""
+
+    every_s: float = 60.0
+    last_sample_at: datetime | None = None
+    written: dict[int, tuple[Decimal, ...]] = field(default_factory=dict)
+
+    def due(self, now: datetime) -> bool:
+        return self.last_sample_at is None or now - self.last_sample_at >= timedelta(seconds=self.every_s)
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationResult:
+    evaluation_id: int
+    evaluation: Evaluation
+    loaded: LoadedBook
+    events: list[StoredEvent]
+    compliance_changes: int
+    history_rows: int
+    timings: Mapping[str, float]  # seconds: read, compute, write, total
+
+
+def run_evaluation(
+    engine: Engine,
+    limits: Sequence[Limit],
+    now: datetime,
+    *,
+    groups: Mapping[str, tuple[str, ...]] | None = None,
+    freshness: FreshnessSource | None = None,
+    channels: Sequence[str] = (),
+    history: HistoryState | None = None,
+    publish: Callable[[Sequence[StoredEvent]], None] | None = None,
+    path: str = "scheduled",
+    day_offset: timedelta = timedelta(0),
+) -> EvaluationResult:
+    started = time.perf_counter()
+    loaded = load_book(engine, groups=groups, freshness=freshness, day_offset=day_offset)
+    read_done = time.perf_counter()
+    evaluation = evaluate(loaded.book, limits, now)
+    compute_done = time.perf_counter()
+    with engine.begin() as conn:
+        evaluation_id = _insert_evaluation(conn, evaluation, loaded, now, path)
+        _write_marks(conn, evaluation, now)
+        compliance_changes = _write_compliance(conn, evaluation, loaded, now)
+        history_rows = (
+            _write_history(conn, evaluation, loaded=loaded, history=history, evaluation_id=evaluation_id, now=now)
+            if history
+            else 0
+        )
+        # Alerts last: their chain lock is held until commit, so keep what follows it short.
+        events = _write_alerts(conn, evaluation, loaded, now, channels)
+        opened = sum(1 for e in events if e.event_type is AlertEvent.OPENED)
+        resolved = sum(1 for e in events if e.event_type is AlertEvent.RESOLVED)
+        finished = now + timedelta(seconds=time.perf_counter() - started)
+        conn.execute(
+            text(
+                "UPDATE evaluations SET alerts_opened = :opened, alerts_resolved = :resolved, finished_at = :at"
+                " WHERE id = :id"
+            ),
+            {"opened": opened, "resolved": resolved, "at": finished, "id": evaluation_id},
+        )
+    done = time.perf_counter()
+    if publish is not None and events:
+        publish(events)
+    timings = {
+        "read": read_done - started,
+        "compute": compute_done - read_done,
+        "write": done - compute_done,
+        "total": done - started,
+    }
+    _observe(timings, evaluation, loaded, events, now)
+    return EvaluationResult(evaluation_id, evaluation, loaded, events, compliance_changes, history_rows, timings)
+
+
+def _observe(
+    timings: Mapping[str, float], evaluation: Evaluation, loaded: LoadedBook, events: list[StoredEvent], now: datetime
+) -> None:
+    for phase, seconds in timings.items():
+        metrics.EVALUATION_DURATION.labels(phase).observe(seconds)
+    if loaded.data_as_of is not None:
+        metrics.EVALUATION_DATA_AGE.set((now - loaded.data_as_of).total_seconds())
+    for event in events:
+        metrics.ALERT_EVENTS.labels(event.event_type.value).inc()
+        if event.event_type is AlertEvent.OPENED:
+            alert = event.alert
+            metrics.ALERTS_GENERATED.labels(alert.severity.value, alert.limit_type, alert.symbol or "").inc()
+    counts = dict.fromkeys(_STATUS.values(), 0)
+    for level in _worst_levels(evaluation, loaded).values():
+        counts[_STATUS[level]] += 1
+    for status, count in counts.items():
+        metrics.COMPLIANCE_ACCOUNTS.labels(status).set(count)
+
+
+def _insert_evaluation(conn: Connection, evaluation: Evaluation, loaded: LoadedBook, now: datetime, path: str) -> int:
+    evaluation_id: int = conn.execute(
+        text(
+            "INSERT INTO evaluations (path, started_at, data_as_of, accounts_evaluated, checks, breaches, status)"
+            " VALUES (:path, :started, :data_as_of, :accounts, :checks, :breaches, 'succeeded') RETURNING id"
+        ),
+        {
+            "path": path,
+            "started": now,
+            "data_as_of": loaded.data_as_of,
+            "accounts": len(loaded.book.accounts),
+            "checks": len(evaluation.checks),
+            "breaches": sum(1 for c in evaluation.checks if c.level is not Level.OK),
+        },
+    ).scalar_one()
+    return evaluation_id
+
+
+def _write_marks(conn: Connection, evaluation: Evaluation, now: datetime) -> None:
+    """Changed marks only: the high-water mark and day start then survive a restart."""
+    changed = evaluation.changed_marks
+    if not changed:
+        return
+    conn.execute(
+        text(
+            "INSERT INTO pnl_marks (scope, high_water_mark, day_start_equity, trading_day, updated_at)"
+            " SELECT s, h, d, t, :now FROM unnest(CAST(:scope AS text[]), CAST(:hwm AS numeric[]),"
+            " CAST(:start AS numeric[]), CAST(:day AS date[])) AS u(s, h, d, t)"
+            " ON CONFLICT (scope) DO UPDATE SET high_water_mark = excluded.high_water_mark,"
+            " day_start_equity = excluded.day_start_equity, trading_day = excluded.trading_day,"
+            " updated_at = excluded.updated_at"
+        ),
+        {
+            "now": now,
+            "scope": list(changed),
+            "hwm": [m.hwm for m in changed.values()],
+            "start": [m.day_start_equity for m in changed.values()],
+            "day": [m.trading_day for m in changed.values()],
+        },
+    )
+
+
+def _worst_levels(evaluation: Evaluation, loaded: LoadedBook) -> dict[str, Level]:
+    worst = dict.fromkeys(loaded.book.accounts, Level.OK)
+    for check in evaluation.checks:
+        account = check.subject.account
+        if account is not None and account in worst and _RANK[check.level] > _RANK[worst[account]]:
+            worst[account] = check.level
+    return worst
+
+
+def _write_compliance(conn: Connection, evaluation: Evaluation, loaded: LoadedBook, now: datetime) -> int:
+    """Status per account from its worst check; a change (or a first status) appends compliance_history."""
+    previous: dict[int, str] = dict(conn.execute(text("SELECT account_id, status FROM compliance_status")).all())
+    changed: list[tuple[int, str, str | None]] = []
+    for account, level in _worst_levels(evaluation, loaded).items():
+        account_id = loaded.account_ids[account]
+        status = _STATUS[level]
+        if previous.get(account_id) != status:
+            changed.append((account_id, status, previous.get(account_id)))
+    if changed:
+        params = {
+            "now": now,
+            "ids": [c[0] for c in changed],
+            "status": [c[1] for c in changed],
+            "previous": [c[2] for c in changed],
+        }
+        conn.execute(
+            text(
+                "INSERT INTO compliance_status (account_id, status, changed_at, updated_at)"
+                " SELECT a, s, :now, :now FROM unnest(CAST(:ids AS int[]), CAST(:status AS text[])) AS u(a, s)"
+                " ON CONFLICT (account_id) DO UPDATE SET status = excluded.status, changed_at = excluded.changed_at,"
+                " updated_at = excluded.updated_at"
+            ),
+            params,
+        )
+        conn.execute(
+            text(
+                "INSERT INTO compliance_history (account_id, status, previous_status, changed_at, reason)"
+                " SELECT a, s, p, :now, 'evaluation'"
+                " FROM unnest(CAST(:ids AS int[]), CAST(:status AS text[]), CAST(:previous AS text[])) AS u(a, s, p)"
+            ),
+            params,
+        )
+    return len(changed)
+
+
+def _write_history(
+    conn: Connection,
+    evaluation: Evaluation,
+    *,
+    loaded: LoadedBook,
+    history: HistoryState,
+    evaluation_id: int,
+    now: datetime,
+) -> int:
+    if not history.due(now):
+        return 0
+    rows: list[tuple[Any, ...]] = []
+    for account, account_id in loaded.account_ids.items():
+        exposure = evaluation.exposures.get(account)
+        if exposure is None:
+            continue
+        marks = evaluation.marks.get(account)
+        figures = (
+            exposure.gross,
+            exposure.net,
+            exposure.equity,
+            exposure.leverage,
+            exposure.unrealized_pnl,
+            daily_pnl(marks, exposure.equity) if marks else ZERO,
+            drawdown(marks, exposure.equity) if marks else ZERO,
+        )
+        if history.written.get(account_id) != figures:
+            history.written[account_id] = figures
+            rows.append((account_id, now, evaluation_id, *figures))
+    history.last_sample_at = now
+    if rows:
+        columns = (
+            "account_id, recorded_at, evaluation_id, gross, net, equity, leverage, unrealized_pnl, daily_pnl, drawdown"
+        )
+        driver = conn.connection.driver_connection
+        assert isinstance(driver, psycopg.Connection)
+        with driver.cursor().copy(f"COPY account_risk_history ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(("int4", "timestamptz", "int8", *(["numeric"] * 7)))
+            for row in rows:
+                copy.write_row(row)
+    return len(rows)
+
+
+def _write_alerts(
+    conn: Connection, evaluation: Evaluation, loaded: LoadedBook, now: datetime, channels: Sequence[str]
+) -> list[StoredEvent]:
+    active = {r.fingerprint: r.to_domain() for r in read_alerts(conn, active_only=True)}
+    transitions: list[Transition] = []
+    context: dict[str, AlertContext] = {}
+    for check in evaluation.checks:
+        fp = check.fingerprint
+        found = step(active.get(fp), check, now)
+        if found:
+            transitions.extend(found)
+            context[fp] = _context(check, loaded, now)
+    transitions.extend(resolve_absent(active.values(), evaluation, now))
+    return apply_transitions(conn, transitions, now, ACTOR, context, channels=channels)
+
+
+def _context(check: Check, loaded: LoadedBook, now: datetime) -> AlertContext:
+    subject = check.subject
+    account = subject.account
+    data_time: datetime | None = None
+    if account is not None:
+        data_time = loaded.data_times.get(account)
+    elif subject.venue is not None and subject.kind is not None:
+        data_time = loaded.book.freshness.get((subject.venue, subject.kind))  # stale data: the newest we had
+    data_time = data_time or loaded.data_as_of or now
+    return AlertContext(
+        check=check,
+        account_id=loaded.account_ids.get(account) if account is not None else None,
+        account=account,
+        data_time=data_time,
+    )
