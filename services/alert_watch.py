@@ -92,6 +92,10 @@ class AlertEventPoller:
     def position(self) -> int:
         return self._position
 
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
     def start(self) -> None:
         self._thread.start()
 

@@ -22,12 +22,15 @@ from jobs.evaluate import EvaluateJob
 from jobs.reload_limits import ReloadLimitsJob
 from services import database, metrics
 from services.alert_feed import AlertFeed
+from services.book_loader import load_book
 from services.config import Settings
 from services.errors import DatabaseUnavailable
 from services.evaluation import HistoryState
 from services.http_api import HttpApi
 from services.limits_reloader import LimitsReloader
+from services.rpc.api import RiskApi, acknowledge_with_store, build_api
 from services.rpc.server import build_server
+from services.tick_alerts import store_persist
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,7 @@ class Monitor:
     embedded: database.EmbeddedPostgres | None = None
     alert_feed: AlertFeed = field(default_factory=AlertFeed)
     limits: LimitsReloader | None = None
+    api: RiskApi | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
@@ -79,8 +83,14 @@ class Monitor:
             self.scheduler = schedule.build_scheduler()
             schedule.register(self.scheduler, self._evaluation_jobs(self.engine))
 
+            self.api = self._grpc_api(self.engine)
             self.grpc_server, self.grpc_health, self.grpc_port = build_server(
-                f"{s.grpc_host}:{s.grpc_port}", [], max_workers=s.grpc_max_workers
+                f"{s.grpc_host}:{s.grpc_port}",
+                [self.api.registration],
+                max_workers=s.grpc_max_workers,
+                max_message_bytes=s.grpc_max_message_bytes,
+                credentials=self.api.credentials,
+                interceptors=self.api.interceptors,
             )
             self.http = HttpApi(
                 s.http_host,
@@ -92,6 +102,7 @@ class Monitor:
                 readiness={"database": self._database_ready, "scheduler": self._scheduler_ready},
             )
             self.grpc_server.start()
+            self.api.start()
             self.scheduler.start()
             self.http.start()
         except BaseException:
@@ -130,6 +141,26 @@ class Monitor:
             schedule.ScheduledJob("evaluate", evaluate, s.evaluation_interval_s),
         ]
 
+    # --- gRPC API (issue 5) ------------------------------------------------------------------------------
+    def _grpc_api(self, engine: Engine) -> RiskApi:
+        """The API over the alert store; StreamTicks' in-memory state is seeded from the latest snapshots."""
+        assert self.limits is not None
+        s = self.settings
+        loaded = load_book(engine, groups=self.limits.groups())
+
+        def channels() -> tuple[str, ...]:
+            return s.notification_channels
+
+        return build_api(
+            s,
+            engine,
+            book=loaded.book,
+            limits=self.limits.limits,
+            acknowledge=acknowledge_with_store(engine, channels=channels, feed=self.alert_feed),
+            persist=store_persist(engine, loaded.account_ids, channels=channels, publish=self.alert_feed.publish),
+            feed=self.alert_feed,
+        )
+
     def _database_ready(self) -> str | None:
         assert self.engine is not None
         try:
@@ -152,8 +183,12 @@ class Monitor:
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=True)  # a running job finishes its transaction
         self.alert_feed.close_all()  # end open alert streams before the gRPC server stops
+        if self.api is not None:
+            self.api.close_streams()  # WatchAlerts streams end with OK
         if self.grpc_server is not None:
             self.grpc_server.stop(self.settings.shutdown_grace_s).wait()
+        if self.api is not None:
+            self.api.flush()  # tick-path alert changes reach the database before it goes away
         if self.http is not None:
             self.http.stop()
         if self.engine is not None:

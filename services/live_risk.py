@@ -61,7 +61,7 @@ class LevelChange:
     check: Check  # the check after the batch; for a clear, the last check seen before it
     previous: Level
     level: Level
-    value: Decimal
+    value: Decimal | None  # None: cleared by absence (below the clear threshold, so no check was emitted)
 
 
 @dataclass(frozen=True)
@@ -161,27 +161,32 @@ def level_changes(previous: dict[str, tuple[Level, Check]], evaluation: Evaluati
             and check.limit.name in evaluation.limits
             and check.subject.scope_key in evaluation.covered
         ):
-            changes.append(LevelChange(check, before, Level.OK, ZERO))
+            changes.append(LevelChange(check, before, Level.OK, None))
     return changes
 
 
 class LiveRisk:
-    def __init__(self, book: RiskBook, limits: Sequence[Limit], now: datetime, sink: ChangeSink | None = None) -> None:
+    def __init__(
+        self,
+        book: RiskBook,
+        limits: Sequence[Limit] | Callable[[], Sequence[Limit]],
+        now: datetime,
+        sink: ChangeSink | None = None,
+    ) -> None:
         self._lock = threading.Lock()
         self._sink = sink
-        self._limits = tuple(limits)
+        # A callable follows hot-reloaded limits: each batch evaluates with the limits current then.
+        fixed = () if callable(limits) else tuple(limits)
+        self._limits_source: Callable[[], Sequence[Limit]] = limits if callable(limits) else (lambda: fixed)
         self._book = book
         self._evaluation = evaluate(book, self._limits, now)
         self._levels: dict[str, tuple[Level, Check]] = {
             c.fingerprint: (c.level, c) for c in self._evaluation.checks if c.level is not Level.OK
         }
 
-    @classmethod
-    def seeded(
-        cls, load: Callable[[], tuple[RiskBook, Sequence[Limit]]], now: datetime, sink: ChangeSink | None = None
-    ) -> LiveRisk:
-        book, limits = load()
-        return cls(book, limits, now, sink)
+    @property
+    def _limits(self) -> Sequence[Limit]:
+        return self._limits_source()
 
     @property
     def book(self) -> RiskBook:

@@ -13,9 +13,15 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 
+from sqlalchemy import Engine
+
+from models.risk import Alert, AlertEvent, AlertState, Transition, step
+from services.alert_records import StoredEvent, read_alerts
+from services.alert_store import AlertContext, apply_transitions
 from services.live_risk import BatchOutcome
 
 log = logging.getLogger(__name__)
@@ -23,6 +29,7 @@ log = logging.getLogger(__name__)
 # Persists outcomes in order; the same fingerprints as the scheduled path, deduplicated by the store.
 Persist = Callable[[Sequence[tuple[BatchOutcome, datetime]]], None]
 _STOP = object()
+ACTOR = "system:ticks"
 
 
 class TickAlertWriter:
@@ -94,3 +101,62 @@ class TickAlertWriter:
                         return
             if stop:
                 return
+
+
+def store_persist(
+    engine: Engine,
+    account_ids: Mapping[str, int],
+    *,
+    channels: Callable[[], Sequence[str]] = tuple,
+    publish: Callable[[Sequence[StoredEvent]], None] | None = None,
+) -> Persist:
+    """Persist tick-path level changes through the alert store, exactly as the scheduled path does: the
+    state machine's ``step`` against the active alert, absent-check resolution as ``resolve_absent``, the
+    same fingerprints, one transaction per drained burst. The store re-derives a transition the scheduled
+    path overtook, and the partial unique index keeps one active alert per fingerprint."""
+
+    def persist(items: Sequence[tuple[BatchOutcome, datetime]]) -> None:
+        fingerprints = sorted({ch.check.fingerprint for outcome, _ in items for ch in outcome.changes})
+        stored: list[StoredEvent] = []
+        with engine.begin() as conn:
+            active = {
+                r.fingerprint: r.to_domain() for r in read_alerts(conn, fingerprints=fingerprints, active_only=True)
+            }
+            for outcome, now in items:
+                transitions, context = _transitions(outcome, now, active, account_ids)
+                events = apply_transitions(conn, transitions, now, ACTOR, context, channels=channels())
+                for event in events:
+                    alert = event.alert.to_domain()
+                    if alert.active:
+                        active[alert.fingerprint] = alert
+                    else:
+                        active.pop(alert.fingerprint, None)
+                stored += events
+        if publish is not None and stored:
+            publish(stored)
+
+    return persist
+
+
+def _transitions(
+    outcome: BatchOutcome, now: datetime, active: Mapping[str, Alert], account_ids: Mapping[str, int]
+) -> tuple[list[Transition], dict[str, AlertContext]]:
+    transitions: list[Transition] = []
+    context: dict[str, AlertContext] = {}
+    for change in outcome.changes:
+        check = change.check
+        fp = check.fingerprint
+        previous = active.get(fp)
+        if change.value is None:  # cleared by absence: resolve as the scheduled path's resolve_absent does
+            if previous is not None and previous.active:
+                resolved = replace(previous, state=AlertState.RESOLVED, updated_at=now, resolved_at=now)
+                transitions.append(Transition(AlertEvent.RESOLVED, resolved, previous))
+            continue
+        current = check  # an emitted check: its value and level are the batch's
+        found = step(previous, current, now)
+        if found:
+            transitions.extend(found)
+            account = check.subject.account
+            # Ticks carry the data: the batch's receive time is the data time (detection latency ~0).
+            context[fp] = AlertContext(current, account_ids.get(account) if account else None, account, now)
+    return transitions, context

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,6 +17,8 @@ from sqlalchemy import Engine
 
 from models.risk import Limit, RiskBook
 from services import alert_queries
+from services.alert_feed import AlertFeed
+from services.alert_store import acknowledge as store_acknowledge
 from services.alert_watch import AlertEventPoller
 from services.config import Settings
 from services.errors import ConfigError
@@ -35,7 +38,9 @@ class RiskApi:
     writer: TickAlertWriter
     interceptors: Sequence[grpc.ServerInterceptor] = ()
     credentials: grpc.ServerCredentials | None = None
+    feed: AlertFeed | None = None  # in-process writers' feed: wakes the poller right after their commits
     _started: bool = field(default=False)
+    _bridge: threading.Thread | None = None
 
     @property
     def registration(self) -> ServiceRegistration:
@@ -44,7 +49,19 @@ class RiskApi:
     def start(self) -> None:
         self.poller.start()
         self.writer.start()
+        if self.feed is not None:
+            self._bridge = threading.Thread(target=self._wake_on_feed, args=(self.feed,), name="alert-feed-wake")
+            self._bridge.daemon = True
+            self._bridge.start()
         self._started = True
+
+    def _wake_on_feed(self, feed: AlertFeed) -> None:
+        """The feed says "committed"; the poller reads the log itself, so overflow here loses nothing."""
+        sub = feed.subscribe()
+        while not self.poller.stopped:
+            if sub.get(timeout=1.0) is not None:
+                self.poller.wake()
+        sub.close()
 
     def close_streams(self) -> None:
         """Before the gRPC server stops: end open WatchAlerts streams (status OK) and stop polling."""
@@ -61,10 +78,12 @@ def build_api(
     settings: Settings,
     engine: Engine,
     *,
-    load_state: Callable[[], tuple[RiskBook, Sequence[Limit]]],
+    book: RiskBook,
+    limits: Sequence[Limit] | Callable[[], Sequence[Limit]],
     acknowledge: Acknowledge,
     persist: Persist,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    feed: AlertFeed | None = None,
 ) -> RiskApi:
     s = settings
     with alert_queries.read_only(engine) as conn:
@@ -81,7 +100,7 @@ def build_api(
         queue_size=s.grpc_watch_queue_size,
     )
     writer = TickAlertWriter(persist, queue_size=s.grpc_tick_queue_size, on_persisted=poller.wake)
-    live = LiveRisk.seeded(load_state, clock(), writer)
+    live = LiveRisk(book, limits, clock(), writer)
     servicer = RiskMonitorServicer(engine, poller, live, acknowledge, clock)
     principals = load_tokens(s.grpc_tokens, s.grpc_tokens_file)
     interceptors = (
@@ -94,4 +113,24 @@ def build_api(
     if s.grpc_tls_client_ca and not s.grpc_tls_cert:
         raise ConfigError("'grpc.tls_client_ca' (mutual TLS) needs 'grpc.tls_cert' and 'grpc.tls_key'")
     credentials = tls_credentials(s.grpc_tls_cert, s.grpc_tls_key, s.grpc_tls_client_ca) if s.grpc_tls_cert else None
-    return RiskApi(servicer, poller, writer, interceptors, credentials)
+    return RiskApi(servicer, poller, writer, interceptors, credentials, feed)
+
+
+def acknowledge_with_store(
+    engine: Engine, *, channels: Callable[[], Sequence[str]], feed: AlertFeed | None = None
+) -> Acknowledge:
+    """The servicer's Acknowledge over the alert store: True when this request acknowledged the alert."""
+
+    def acknowledge(alert_id: int, *, actor: str, comment: str, now: datetime) -> bool:
+        result = store_acknowledge(
+            engine,
+            alert_id,
+            actor=actor,
+            comment=comment,
+            now=now,
+            channels=channels(),
+            publish=feed.publish if feed else None,
+        )
+        return result.event is not None
+
+    return acknowledge

@@ -112,7 +112,7 @@ def change_to_pb(change: LevelChange) -> pb.LevelChange:
         level=LEVEL_TO_PB[change.level.value],
         value=dec(change.value),
         threshold=dec(threshold),
-        utilisation=dec(change.value / check.limit.top),
+        utilisation=dec(change.value / check.limit.top) if change.value is not None else "",
     )
 
 

@@ -61,7 +61,8 @@ def serving(
     api = build_api(
         settings,
         engine,
-        load_state=lambda: (book or build_book(), limits),
+        book=book or build_book(),
+        limits=limits,
         acknowledge=acknowledge,
         persist=persist,
         clock=clock,

@@ -1153,11 +1153,11 @@ class LevelChange(_message.Message):
     level: Global___Level.ValueType
     """CRITICAL: breached; WARN: warned; OK: cleared"""
     value: _builtins.str
-    """decimal"""
+    """decimal; empty for a clear (below the clear threshold, no value reported)"""
     threshold: _builtins.str
     """decimal threshold crossed (the clear threshold when cleared)"""
     utilisation: _builtins.str
-    """value / top threshold"""
+    """value / top threshold; empty when value is"""
     def __init__(
         self,
         *,
