@@ -31,9 +31,12 @@ def _code(call: object, *args: object, **kwargs: object) -> grpc.StatusCode:
     try:
         call(*args, **kwargs)  # type: ignore[operator]
     except grpc.RpcError as err:
-        assert "Traceback" not in str(err.details())
-        return err.code()
-    return grpc.StatusCode.OK
+        details = str(err.details())
+        code: grpc.StatusCode = err.code()
+    else:
+        return grpc.StatusCode.OK
+    assert "Traceback" not in details
+    return code
 
 
 def test_tokens_and_roles(engine: Engine, tmp_path: Path) -> None:
@@ -70,7 +73,7 @@ def test_bad_token_entries_are_rejected_without_echoing_the_secret(tmp_path: Pat
     assert "supersecret" not in str(err.value)
     with pytest.raises(ConfigError, match="entry 1"):
         load_tokens("reader:x:short", "")
-    with pytest.raises(ConfigError, match="grpc.tokens_file"):
+    with pytest.raises(ConfigError, match=r"grpc\.tokens_file"):
         load_tokens("", str(tmp_path / "missing"))
 
 
