@@ -166,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="AUDIT_COMMAND")
     verify = audit_sub.add_parser("verify", help="recompute the alert event hash chain (exit 1 if broken)")
     verify.set_defaults(func=cmd_audit_verify)
+
+    # --- gRPC API client commands (issue 5) ---
+    from services import cli_api
+
+    cli_api.add_commands(sub)
     return parser
 
 

@@ -19,6 +19,7 @@ from services.errors import ConfigError
 ENV_PREFIX = "RISK_MONITOR_"
 # Variables with the prefix that are not configuration keys.
 _ENV_NOT_KEYS = {"RISK_MONITOR_CONFIG", "RISK_MONITOR_TEST_DATABASE_URL"}
+_ENV_NOT_KEYS |= {"RISK_MONITOR_API_TARGET", "RISK_MONITOR_API_TOKEN"}  # the CLI's gRPC client (issue 5)
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
