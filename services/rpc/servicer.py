@@ -5,6 +5,7 @@ No SQL here: reads go through ``services.alert_queries``, writes through the inj
 
 from __future__ import annotations
 
+import bisect
 import functools
 import logging
 import time
@@ -24,14 +25,16 @@ from services import alert_queries as q
 from services import page_tokens
 from services.alert_watch import AlertEventPoller, SubscriberOverflow, replay_then_live
 from services.errors import InvalidArgumentError, RiskMonitorError
-from services.live_risk import LiveRisk
+from services.live_risk import LiveRisk, LiveTick
 from services.rpc import convert as c
 from services.rpc import ticks_convert as tc
+from services.rpc.tick_stream import Received, grouped
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RiskMonitorService"].full_name
 MAX_TICKS_PER_BATCH = 10_000
+MAX_GROUP_TICKS = 20_000  # bounds one evaluation's latency when many batches are waiting
 
 _R = TypeVar("_R")
 
@@ -211,20 +214,41 @@ class RiskMonitorServicer(pb_grpc.RiskMonitorServiceServicer):
     def StreamTicks(
         self, request_iterator: Iterator[pb.TickBatch], context: grpc.ServicerContext
     ) -> Iterator[pb.TickBatchResult]:
-        for batch in request_iterator:
-            started = time.perf_counter()
-            if len(batch.ticks) > MAX_TICKS_PER_BATCH:
+        for group in grouped(request_iterator, max_ticks=MAX_GROUP_TICKS):
+            if any(len(r.batch.ticks) > MAX_TICKS_PER_BATCH for r in group):
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"ticks: at most {MAX_TICKS_PER_BATCH} per batch")
-            now = self.clock()
-            ticks, errors = tc.ticks_from_pb(batch.ticks, now)
-            outcome = self.live.apply(ticks, now)
+            yield from self._tick_group(group)
+
+    def _tick_group(self, group: list[Received]) -> Iterator[pb.TickBatchResult]:
+        """Apply every batch of the group in order, evaluate once, answer each batch."""
+        now = self.clock()
+        flat: list[tuple[int, LiveTick]] = []
+        errors: list[list[pb.TickError]] = []
+        offsets: list[int] = []
+        offset = 0
+        for received in group:
+            ticks, bad = tc.ticks_from_pb(received.batch.ticks, now)
+            flat += [(offset + index, tick) for index, tick in ticks]
+            errors.append(bad)
+            offsets.append(offset)
+            offset += len(received.batch.ticks)
+        outcome = self.live.apply(flat, now)
+        for rejected in outcome.rejected:
+            pos = bisect.bisect_right(offsets, rejected.index) - 1
+            errors[pos].append(
+                pb.TickError(index=rejected.index - offsets[pos], field=rejected.field, reason=rejected.reason)
+            )
+        last = len(group) - 1
+        for pos, received in enumerate(group):
+            size = len(received.batch.ticks)
             yield pb.TickBatchResult(
-                batch_id=batch.batch_id,
-                ticks_applied=len(ticks) - len(outcome.rejected),
-                changes=[tc.change_to_pb(ch) for ch in outcome.changes],
-                errors=[*errors, *(tc.rejected_to_pb(r) for r in outcome.rejected)],
-                processing_time=_duration(time.perf_counter() - started),
-                accounts_evaluated=outcome.accounts_evaluated,
+                batch_id=received.batch.batch_id,
+                ticks_applied=size - len(errors[pos]),
+                changes=[tc.change_to_pb(ch) for ch in outcome.changes] if pos == last else [],
+                errors=errors[pos],
+                processing_time=_duration(time.perf_counter() - received.at),
+                accounts_evaluated=outcome.accounts_evaluated if pos == last else 0,
+                evaluated_with_next=pos != last,
             )
 
     @_unary

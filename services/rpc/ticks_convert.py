@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -18,9 +19,13 @@ from services.rpc.convert import LEVEL_TO_PB, dec, from_ts, optional_decimal, pa
 _SIDE = {pb.ORDER_SIDE_BUY: Decimal(1), pb.ORDER_SIDE_SELL: Decimal(-1)}
 
 
+# Ticks repeat a few hundred symbols millions of times: parse each spelling once.
+_canonical = functools.lru_cache(maxsize=65_536)(canonical_symbol)
+
+
 def symbol(text: str, field: str) -> str:
     try:
-        return canonical_symbol(text)
+        return _canonical(text)
     except ValueError:
         raise InvalidArgumentError(f"{field} is not a symbol this monitor can read: {text[:40]!r}") from None
 

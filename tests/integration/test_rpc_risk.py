@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import queue
 import uuid
 from collections.abc import Iterator
 
@@ -46,6 +48,19 @@ def _price_batch(batch_id: int, px: str, count: int = 1) -> pb.TickBatch:
     return pb.TickBatch(batch_id=batch_id, ticks=ticks)
 
 
+def _one_by_one(api: Served, batches: list[pb.TickBatch]) -> list[pb.TickBatchResult]:
+    """Send each batch only after the previous answer, so every batch is evaluated on its own."""
+    outbox: queue.Queue[pb.TickBatch | None] = queue.Queue()
+    stream = api.stub.StreamTicks(iter(outbox.get, None), timeout=30)
+    results = []
+    for batch in batches:
+        outbox.put(batch)
+        results.append(next(stream))
+    outbox.put(None)
+    assert list(stream) == []
+    return results
+
+
 def _alerts(engine: Engine, fingerprint: str) -> list[tuple[int, str, str]]:
     with engine.connect() as conn:
         rows = conn.execute(
@@ -59,7 +74,7 @@ def test_a_tick_crossing_a_limit_reports_the_breach_and_opens_exactly_one_alert(
 ) -> None:
     api, key, fingerprint = desk
     batches = [_price_batch(1, "120"), _price_batch(2, "250", count=3), _price_batch(3, "260"), _price_batch(4, "50")]
-    results = list(api.stub.StreamTicks(iter(batches), timeout=30))
+    results = _one_by_one(api, batches)
     assert [r.batch_id for r in results] == [1, 2, 3, 4]
     assert list(results[0].changes) == []  # 120 < warn 150: nothing to report
     [breach] = results[1].changes
@@ -85,11 +100,29 @@ def test_a_breach_held_across_batches_and_streams_stays_one_alert(
 ) -> None:
     api, _, fingerprint = desk
     list(api.stub.StreamTicks(iter([_price_batch(1, "230")]), timeout=30))
-    second = list(api.stub.StreamTicks(iter([_price_batch(2, "240"), _price_batch(3, "170")]), timeout=30))
+    second = _one_by_one(api, [_price_batch(2, "240"), _price_batch(3, "170")])
     [deescalated] = second[1].changes
     assert (deescalated.previous_level, deescalated.level) == (pb.LEVEL_CRITICAL, pb.LEVEL_WARN)
     api.api.flush()
     assert [(s, sev) for _, s, sev in _alerts(engine, fingerprint)] == [("open", "warning")]
+
+
+def test_batches_that_queue_up_are_evaluated_together_and_each_is_answered(
+    desk: tuple[Served, str, str], engine: Engine
+) -> None:
+    api, _, fingerprint = desk
+    batches = [_price_batch(n, px) for n, px in enumerate(["120", "250", "130", "260", "255"] * 20, 1)]
+    results = list(api.stub.StreamTicks(iter(batches), timeout=30))
+    assert [r.batch_id for r in results] == list(range(1, 101))
+    assert all(r.ticks_applied == 1 for r in results)
+    assert not results[-1].evaluated_with_next
+    assert all(not r.changes for r in results if r.evaluated_with_next)
+    # Whatever the grouping, the levels reported chain up and end where the last price puts them.
+    levels = [(c.previous_level, c.level) for r in results for c in r.changes]
+    assert levels[-1][1] == pb.LEVEL_CRITICAL
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(levels))
+    api.api.flush()
+    assert [s for _, s, _ in _alerts(engine, fingerprint)][-1] == "open"
 
 
 def test_invalid_ticks_are_reported_and_the_rest_of_the_batch_applies(desk: tuple[Served, str, str]) -> None:

@@ -1214,6 +1214,10 @@ Global___TickError: _TypeAlias = TickError  # noqa: Y015
 class TickBatchResult(_message.Message):
     """The answer to one TickBatch.
 
+    Grouping under load: batches that arrive while the server is still evaluating earlier ones are
+    applied in order and evaluated together once. Every batch still gets its own answer, in order; the
+    group's changes are reported on its last batch, and the earlier ones say evaluated_with_next.
+
     Durability: the changes are final in memory when this is sent. Alert transitions they cause are
     queued to a background writer that persists them in batches, typically within tens of
     milliseconds; a stopping server flushes the queue before exiting. Only a crash (SIGKILL, power
@@ -1229,9 +1233,15 @@ class TickBatchResult(_message.Message):
     ERRORS_FIELD_NUMBER: _builtins.int
     PROCESSING_TIME_FIELD_NUMBER: _builtins.int
     ACCOUNTS_EVALUATED_FIELD_NUMBER: _builtins.int
+    EVALUATED_WITH_NEXT_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.int
     ticks_applied: _builtins.int
     accounts_evaluated: _builtins.int
+    """accounts re-evaluated (0 when evaluated_with_next)"""
+    evaluated_with_next: _builtins.bool
+    """True: this batch was evaluated together with the following one(s); its changes (if any) are in the
+    answer to the last batch of the group.
+    """
     @_builtins.property
     def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___LevelChange]: ...
     @_builtins.property
@@ -1249,10 +1259,11 @@ class TickBatchResult(_message.Message):
         errors: _abc.Iterable[Global___TickError] | None = ...,
         processing_time: _duration_pb2.Duration | None = ...,
         accounts_evaluated: _builtins.int = ...,
+        evaluated_with_next: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["processing_time", b"processing_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts_evaluated", b"accounts_evaluated", "batch_id", b"batch_id", "changes", b"changes", "errors", b"errors", "processing_time", b"processing_time", "ticks_applied", b"ticks_applied"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts_evaluated", b"accounts_evaluated", "batch_id", b"batch_id", "changes", b"changes", "errors", b"errors", "evaluated_with_next", b"evaluated_with_next", "processing_time", b"processing_time", "ticks_applied", b"ticks_applied"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
