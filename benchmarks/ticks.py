@@ -1,12 +1,14 @@
 """StreamTicks and CheckOrder over loopback gRPC, next to a bare echo bidi stream measured in the same run.
 
-    python benchmarks/ticks.py [--accounts 1000] [--batch 100] [--seconds 5]
+    python benchmarks/ticks.py [--accounts 1000] [--symbols 20] [--batch 100] [--window 32] [--seconds 5]
 
-The monitor side is the real servicer and LiveRisk (no database: tick-path alert changes go to a writer
-whose persist is a no-op, so this measures the stream, not PostgreSQL). The state: N accounts, each with
-3 spot positions among 20 symbols, a balance, and four limits per account (gross, leverage, position
-notional per symbol, net notional). Ticks are price updates of random symbols, so a batch of 100 touches
-most symbols and therefore most accounts: the expensive case. Figures go to docs/performance.md ("gRPC").
+The servers run in a child process (as the monitor would; client and server don't share a GIL): the real
+servicer and LiveRisk, no database (tick-path alert changes go to a writer whose persist is a no-op, so
+this measures the stream, not PostgreSQL), and an echo service that parses each TickBatch and sends it
+back (same message sizes, no risk work). The state: N accounts, each with 3 spot positions among
+--symbols symbols, a balance, and four per-account limits (gross, leverage, position notional, net
+notional). Ticks are price updates of random symbols, a ±5 bp random walk. With 20 symbols a batch of 100
+touches most accounts (the expensive case). Figures: docs/performance.md, section "gRPC".
 """
 
 from __future__ import annotations
@@ -37,8 +39,12 @@ from services.rpc.servicer import RiskMonitorServicer
 from services.tick_alerts import TickAlertWriter
 
 NOW = datetime.now(UTC)
-SYMBOLS = [f"C{i:02d}-USDT" for i in range(20)]
+SYMBOLS: list[str] = []  # set by --symbols (20: every batch moves most accounts; 2000: a few percent)
 ECHO_METHOD = "/bench.Echo/Echo"
+
+
+def _use_symbols(count: int) -> None:
+    SYMBOLS[:] = [f"C{i:04d}-USDT" for i in range(count)]
 
 
 def _state(accounts: int) -> tuple[Any, list[Limit]]:
@@ -96,13 +102,16 @@ def _echo_server() -> tuple[grpc.Server, int]:
 
 
 def _batches(size: int, rng: random.Random) -> Iterator[pb.TickBatch]:
+    """Price ticks of random symbols, each a random walk of ±5 bp per tick (so some limits flip, not all)."""
+    last = dict.fromkeys(SYMBOLS, 100.0)
     n = 0
     while True:
         n += 1
-        ticks = [
-            pb.Tick(price=pb.PriceUpdate(symbol=rng.choice(SYMBOLS), price=str(rng.randint(90, 110)), source="md"))
-            for _ in range(size)
-        ]
+        ticks = []
+        for _ in range(size):
+            symbol = rng.choice(SYMBOLS)
+            last[symbol] *= 1 + rng.choice((-0.0005, 0.0005))
+            ticks.append(pb.Tick(price=pb.PriceUpdate(symbol=symbol, price=f"{last[symbol]:.4f}", source="md")))
         yield pb.TickBatch(batch_id=n, ticks=ticks)
 
 
@@ -110,7 +119,7 @@ def _drive(call: Any, size: int, seconds: float, rate: float | None, window: int
     """Stream batches for ``seconds``. ``rate`` (batches/s) paces them; None sends as fast as the window of
     ``window`` unanswered batches allows. Round trip per batch: sent -> its answer received."""
     rng = random.Random(1)
-    batches = [b for b, _ in zip(_batches(size, rng), range(200), strict=False)]  # built once: not timed
+    batches = [b for b, _ in zip(_batches(size, rng), range(2000), strict=False)]  # built once: not timed
     sent_at: dict[int, float] = {}
     credit = threading.Semaphore(window if rate is None else 1_000_000)
     stop = threading.Event()
@@ -127,7 +136,7 @@ def _drive(call: Any, size: int, seconds: float, rate: float | None, window: int
             if not credit.acquire(timeout=1):
                 continue
             n += 1
-            batch = batches[n % len(batches)]
+            batch = batches[n % len(batches)]  # (the walk restarts every 2000 batches: a jump, rarely)
             batch.batch_id = n
             sent_at[n] = time.perf_counter()
             yield batch
@@ -167,15 +176,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--window", type=int, default=32, help="unanswered batches in flight at full speed")
+    parser.add_argument("--symbols", type=int, default=20, help="symbols ticked; each account holds 3 of them")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    _use_symbols(args.symbols)
     if args.serve:
         _serve(args.accounts)
         return
 
     # The servers run in their own process, as the monitor does: client and server don't share a GIL.
     child = subprocess.Popen(
-        [sys.executable, __file__, "--serve", "--accounts", str(args.accounts)],
+        [sys.executable, __file__, "--serve", "--accounts", str(args.accounts), "--symbols", str(args.symbols)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -205,7 +216,7 @@ def _client(args: argparse.Namespace, port: int, echo_port: int) -> None:
         )
         _drive(stub.StreamTicks, args.batch, 1.0, None)  # warm-up (grpc channels, caches)
         _drive(echo_call, args.batch, 1.0, None)
-        print(f"accounts {args.accounts}, batches of {args.batch} price ticks, window {args.window}")
+        print(f"accounts {args.accounts}, symbols {args.symbols}, batches of {args.batch} ticks, window {args.window}")
         echo_rate, echo_rtts = _drive(echo_call, args.batch, args.seconds, None, args.window)
         rate, rtts = _drive(stub.StreamTicks, args.batch, args.seconds, None, args.window)
         _report("echo ceiling", echo_rate, echo_rtts)
