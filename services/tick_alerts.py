@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 Persist = Callable[[Sequence[tuple[BatchOutcome, datetime]]], None]
 _STOP = object()
 ACTOR = "system:ticks"
+STOP_ATTEMPTS = 5  # when stopping, a persistently failing database can't hold the process forever
 
 
 class TickAlertWriter:
@@ -47,7 +49,6 @@ class TickAlertWriter:
         self._max_batch = max_batch
         self._retry_s = retry_s
         self._on_persisted = on_persisted  # e.g. wake the WatchAlerts poller
-        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tick-alert-writer", daemon=True)
         self.persisted_batches = 0
 
@@ -62,7 +63,6 @@ class TickAlertWriter:
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Flush everything queued, then stop. Call after the gRPC server stopped accepting ticks."""
-        self._stopping.set()
         self._queue.put(_STOP)
         self._thread.join(timeout_s)
         if self._thread.is_alive():
@@ -88,17 +88,21 @@ class TickAlertWriter:
     def _run(self) -> None:
         while True:
             items, stop = self._take()
+            attempts = 0
             while items:
                 try:
                     self._persist(items)
-                    self.persisted_batches += len(items)
-                    self._on_persisted()
-                    break
                 except Exception:  # keep the changes and retry: losing a breach is worse than a delay
-                    log.exception("persisting %d tick batches failed; retrying", len(items))
-                    if self._stopping.wait(self._retry_s) and stop:
+                    attempts += 1
+                    log.exception("persisting %d tick batches failed (attempt %d); retrying", len(items), attempts)
+                    if stop and attempts >= STOP_ATTEMPTS:
                         log.error("stopping with %d unpersisted tick batches", len(items))
                         return
+                    time.sleep(self._retry_s)
+                    continue
+                self.persisted_batches += len(items)
+                self._on_persisted()
+                break
             if stop:
                 return
 
