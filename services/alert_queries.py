@@ -195,31 +195,35 @@ def get_alert(conn: Session, alert_id: int) -> tuple[AlertView, list[AlertEventV
     return _alert_view(row[0], row.account), [_event_view(e) for e in events]
 
 
-def events_query(flt: EventFilter, after_id: int, limit: int) -> Select[AlertEventRow, str, str, str]:
+def events_query(flt: EventFilter, cursor: Cursor | None, limit: int) -> Select[AlertEventRow, str, str, str]:
+    """The ListAlertEvents statement: (occurred_at, id) order, keyset on the same pair."""
     e = AlertEventRow
-    stmt = _events_select().where(e.id > after_id)
+    stmt = _events_select()
     if flt.alert_id is not None:
         stmt = stmt.where(e.alert_id == flt.alert_id)
     if flt.occurred_after is not None:
         stmt = stmt.where(e.occurred_at >= flt.occurred_after)
     if flt.occurred_before is not None:
         stmt = stmt.where(e.occurred_at < flt.occurred_before)
-    return stmt.order_by(e.id).limit(limit)
+    if cursor is not None:
+        stmt = stmt.where(tuple_(e.occurred_at, e.id) > tuple_(cursor.time, cursor.id))
+    return stmt.order_by(e.occurred_at, e.id).limit(limit)
 
 
 def list_events(
-    conn: Session, flt: EventFilter, after_id: int, page_size: int
-) -> tuple[list[AlertEventView], int | None]:
-    """One page of the audit log in id order, and the id to continue after (None on the last page)."""
-    rows = conn.execute(events_query(flt, after_id, page_size + 1)).all()
+    conn: Session, flt: EventFilter, cursor: Cursor | None, page_size: int
+) -> tuple[list[AlertEventView], Cursor | None]:
+    """One page of the audit log in (occurred_at, id) order, and the cursor of the next (None: last page)."""
+    rows = conn.execute(events_query(flt, cursor, page_size + 1)).all()
     views = [_event_view(r) for r in rows[:page_size]]
-    return views, (views[-1].id if len(rows) > page_size else None)
+    return views, (Cursor(views[-1].occurred_at, views[-1].id) if len(rows) > page_size else None)
 
 
 def events_after(conn: Session, after_id: int, limit: int) -> list[AlertEventView]:
     """Events with id > after_id in id order (WatchAlerts catch-up and the live poller). Ids become
     visible in id order (the alert store serialises appends), so polling "id > last seen" misses none."""
-    return [_event_view(r) for r in conn.execute(events_query(EventFilter(), after_id, limit)).all()]
+    stmt = _events_select().where(AlertEventRow.id > after_id).order_by(AlertEventRow.id).limit(limit)
+    return [_event_view(r) for r in conn.execute(stmt).all()]
 
 
 def last_event_id(conn: Session) -> int:

@@ -168,8 +168,8 @@ class RiskMonitorServicer(pb_grpc.RiskMonitorServiceServicer):
         size = _page_size(request.page_size)
         cursor = page_tokens.decode(request.page_token, flt.digest_parts())
         with q.read_only(self.engine, context.time_remaining()) as conn:
-            events, following = q.list_events(conn, flt, cursor.id if cursor else 0, size)
-        token = page_tokens.encode(page_tokens.Cursor(None, following), flt.digest_parts()) if following else ""
+            events, following = q.list_events(conn, flt, cursor, size)
+        token = page_tokens.encode(following, flt.digest_parts()) if following else ""
         return pb.ListAlertEventsResponse(events=[c.event_to_pb(e) for e in events], next_page_token=token)
 
     @_streaming

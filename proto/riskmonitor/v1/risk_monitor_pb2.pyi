@@ -595,7 +595,7 @@ class ListAlertEventsResponse(_message.Message):
     next_page_token: _builtins.str
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___AlertEvent]:
-        """ordered by id"""
+        """ordered by (occurred_at, id)"""
 
     def __init__(
         self,

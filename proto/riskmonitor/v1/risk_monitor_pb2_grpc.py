@@ -111,8 +111,8 @@ class RiskMonitorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListAlertEvents(self, request, context):
-        """The audit log (every alert transition), ordered by event id, optionally restricted to a time
-        range of occurred_at and to one alert; paginated.
+        """The audit log (every alert transition), ordered by (occurred_at, id), optionally restricted to a
+        time range of occurred_at and to one alert; keyset-paginated like ListAlerts.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -67,8 +67,8 @@ class RiskMonitorServiceStub:
     NOT_FOUND for an unknown id; FAILED_PRECONDITION for a resolved alert.
     """
     ListAlertEvents: _grpc.UnaryUnaryMultiCallable[_risk_monitor_pb2.ListAlertEventsRequest, _risk_monitor_pb2.ListAlertEventsResponse]
-    """The audit log (every alert transition), ordered by event id, optionally restricted to a time
-    range of occurred_at and to one alert; paginated.
+    """The audit log (every alert transition), ordered by (occurred_at, id), optionally restricted to a
+    time range of occurred_at and to one alert; keyset-paginated like ListAlerts.
     """
     WatchAlerts: _grpc.UnaryStreamMultiCallable[_risk_monitor_pb2.WatchAlertsRequest, _risk_monitor_pb2.WatchAlertsResponse]
     """Live alert events. With resume_after_event_id set, first replays every stored event with a
@@ -112,8 +112,8 @@ class RiskMonitorServiceAsyncStub(RiskMonitorServiceStub):
     NOT_FOUND for an unknown id; FAILED_PRECONDITION for a resolved alert.
     """
     ListAlertEvents: _aio.UnaryUnaryMultiCallable[_risk_monitor_pb2.ListAlertEventsRequest, _risk_monitor_pb2.ListAlertEventsResponse]  # type: ignore[assignment]
-    """The audit log (every alert transition), ordered by event id, optionally restricted to a time
-    range of occurred_at and to one alert; paginated.
+    """The audit log (every alert transition), ordered by (occurred_at, id), optionally restricted to a
+    time range of occurred_at and to one alert; keyset-paginated like ListAlerts.
     """
     WatchAlerts: _aio.UnaryStreamMultiCallable[_risk_monitor_pb2.WatchAlertsRequest, _risk_monitor_pb2.WatchAlertsResponse]  # type: ignore[assignment]
     """Live alert events. With resume_after_event_id set, first replays every stored event with a
@@ -178,8 +178,8 @@ class RiskMonitorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _risk_monitor_pb2.ListAlertEventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_risk_monitor_pb2.ListAlertEventsResponse, _abc.Awaitable[_risk_monitor_pb2.ListAlertEventsResponse]]:
-        """The audit log (every alert transition), ordered by event id, optionally restricted to a time
-        range of occurred_at and to one alert; paginated.
+        """The audit log (every alert transition), ordered by (occurred_at, id), optionally restricted to a
+        time range of occurred_at and to one alert; keyset-paginated like ListAlerts.
         """
 
     @_abc_1.abstractmethod
