@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from jobs import schedule
 from jobs.evaluate import EvaluateJob
 from jobs.reload_limits import ReloadLimitsJob
+from jobs.resync_tick_state import ResyncTickStateJob
 from services import database, metrics
 from services.alert_feed import AlertFeed
 from services.book_loader import load_book
@@ -143,23 +144,31 @@ class Monitor:
 
     # --- gRPC API (issue 5) ------------------------------------------------------------------------------
     def _grpc_api(self, engine: Engine) -> RiskApi:
-        """The API over the alert store; StreamTicks' in-memory state is seeded from the latest snapshots."""
+        """The API over the alert store; StreamTicks' in-memory state is seeded from the latest snapshots
+        and re-seeded every ``grpc.tick_state_resync_s``."""
         assert self.limits is not None
+        assert self.scheduler is not None
         s = self.settings
         loaded = load_book(engine, groups=self.limits.groups())
+        account_ids = dict(loaded.account_ids)
 
         def channels() -> tuple[str, ...]:
             return s.notification_channels
 
-        return build_api(
+        api = build_api(
             s,
             engine,
             book=loaded.book,
             limits=self.limits.limits,
             acknowledge=acknowledge_with_store(engine, channels=channels, feed=self.alert_feed),
-            persist=store_persist(engine, loaded.account_ids, channels=channels, publish=self.alert_feed.publish),
+            persist=store_persist(engine, account_ids, channels=channels, publish=self.alert_feed.publish),
             feed=self.alert_feed,
         )
+        resync = ResyncTickStateJob(engine, api.servicer.live, self.limits.groups, account_ids, _utcnow)
+        schedule.register(
+            self.scheduler, [schedule.ScheduledJob("resync_tick_state", resync, s.grpc_tick_state_resync_s)]
+        )
+        return api
 
     def _database_ready(self) -> str | None:
         assert self.engine is not None

@@ -163,6 +163,7 @@ _FIELDS: tuple[_Field, ...] = (
     _Field("grpc.watch_poll_interval_s", _parse_float, "WatchAlerts: how often the alert event log is polled."),
     _Field("grpc.watch_queue_size", _parse_int, "WatchAlerts: events a subscriber may lag before it is dropped."),
     _Field("grpc.tick_queue_size", _parse_int, "StreamTicks: tick batches queued for the alert writer."),
+    _Field("grpc.tick_state_resync_s", _parse_float, "StreamTicks: re-seed the in-memory state from snapshots."),
 )
 _BY_KEY = {f.key: f for f in _FIELDS}
 _BY_ENV = {f.env: f for f in _FIELDS}
@@ -210,6 +211,7 @@ class Settings:
     grpc_watch_poll_interval_s: float = 0.25
     grpc_watch_queue_size: int = 1000
     grpc_tick_queue_size: int = 10_000
+    grpc_tick_state_resync_s: float = 30.0
     config_file: str = ""
 
     @property

@@ -214,17 +214,36 @@ class LiveRisk:
                 affected |= affected_accounts(book, resolved)
                 book = apply_tick(book, resolved)
             evaluation = evaluate_accounts(book, self._limits, affected, now, previous=self._evaluation)
-            changes = level_changes(self._levels, evaluation)
-            for change in changes:
-                fp = change.check.fingerprint
-                if change.level is Level.OK:
-                    self._levels.pop(fp, None)
-                else:
-                    self._levels[fp] = (change.level, change.check)
-            self._book, self._evaluation = book, evaluation
-            outcome = BatchOutcome(tuple(changes), tuple(rejected), len(affected), evaluation)
-            if changes and self._sink is not None:
-                self._sink.submit(outcome, now)  # inside the lock: the writer sees batches in order
+            return self._commit(book, evaluation, tuple(rejected), len(affected), now)
+
+    def resync(self, book: RiskBook, now: datetime) -> BatchOutcome:
+        """Adopt a fresh snapshot book (positions, balances, accounts, marks): the venues are authoritative,
+        so a fill they have not reported yet is replaced by what they report. Prices keep the newest
+        observation of either side. One full evaluation; level changes go to the sink like a batch's."""
+        with self._lock:
+            merged = price_table([*book.prices.latest.values(), *self._book.prices.latest.values()])
+            fresh = dict(book.freshness)
+            for key, at in self._book.freshness.items():
+                if key not in fresh or at > fresh[key]:
+                    fresh[key] = at
+            book = replace(book, prices=merged, freshness=fresh)
+            return self._commit(book, evaluate(book, self._limits, now), (), len(book.accounts), now)
+
+    def _commit(
+        self, book: RiskBook, evaluation: Evaluation, rejected: tuple[Rejected, ...], evaluated: int, now: datetime
+    ) -> BatchOutcome:
+        """Under the lock: adopt the new state, update the levels, hand the changes to the sink."""
+        changes = level_changes(self._levels, evaluation)
+        for change in changes:
+            fp = change.check.fingerprint
+            if change.level is Level.OK:
+                self._levels.pop(fp, None)
+            else:
+                self._levels[fp] = (change.level, change.check)
+        self._book, self._evaluation = book, evaluation
+        outcome = BatchOutcome(tuple(changes), rejected, evaluated, evaluation)
+        if changes and self._sink is not None:
+            self._sink.submit(outcome, now)  # inside the lock: the writer sees outcomes in order
         return outcome
 
     def summary(self, account: str) -> AccountRisk:

@@ -105,3 +105,14 @@ def test_check_order_changes_nothing() -> None:
     result = live.check_order(Order(A, "BTC-USDT", Decimal(3), Decimal(100)), NOW)
     assert not result.allowed  # 5 BTC × 100 = 500 > 400
     assert live.book is before
+
+
+def test_resync_adopts_the_snapshot_positions_and_keeps_newer_tick_prices() -> None:
+    live = _live()
+    live.apply([_px(0, "150"), (1, Fill(A, "BTC-USDT", Decimal(1), Decimal(150), position().kind, NOW))], NOW)
+    assert [p.quantity for p in live.book.positions[A]] == [Decimal(3)]  # 2 + the fill
+    outcome = live.resync(_book(), NOW)  # the venue still reports 2 BTC, priced at 100 an hour earlier
+    assert [p.quantity for p in live.book.positions[A]] == [Decimal(2)]
+    assert live.book.prices.pair_prices["BTC-USDT"] == Decimal(150)  # the tick is newer than the snapshot
+    # 3 × 150 = 450 was critical; 2 × 150 = 300 is warn: the resync reports the de-escalation.
+    assert [(c.previous, c.level) for c in outcome.changes] == [(Level.CRITICAL, Level.WARN)]
