@@ -213,7 +213,7 @@ def test_acknowledge_is_idempotent_and_refuses_resolved_or_unknown_alerts(
 
 def test_acknowledging_a_resolved_alert_is_failed_precondition(desk: tuple[Served, str, str], engine: Engine) -> None:
     api, _, fingerprint = desk
-    list(api.stub.StreamTicks(iter([_price_batch(1, "300"), _price_batch(2, "10")]), timeout=30))
+    _one_by_one(api, [_price_batch(1, "300"), _price_batch(2, "10")])  # each evaluated on its own
     api.api.flush()
     [(alert_id, state, _)] = _alerts(engine, fingerprint)
     assert state == "resolved"
