@@ -109,3 +109,29 @@ def test_compliance_and_risk_commands(served: tuple[Served, int, str], engine: E
     assert "cli-gross" in table.stdout
     assert "LEVEL_WARN" not in table.stdout
     assert " warn" in table.stdout  # 200 > warn 150
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("alerts",),
+        ("alerts", "list"),
+        ("alerts", "show"),
+        ("alerts", "ack"),
+        ("alerts", "watch"),
+        ("compliance",),
+        ("risk",),
+    ],
+)
+def test_every_client_command_has_help(args: tuple[str, ...]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "services", *args, "--help"],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'proto'}"},
+        timeout=60,
+    )
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: risk-monitor")
