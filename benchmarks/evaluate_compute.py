@@ -1,14 +1,26 @@
 """Pure compute time of a full limit evaluation: 10k accounts × 10 positions × 20 limits (best of N).
 
-Run: python benchmarks/evaluate_compute.py [accounts] [repeats]. Building the book is not timed; the
-figure is `evaluate(book, limits, now)` only, the part a job runs every cycle.
+Run: python benchmarks/evaluate_compute.py [accounts] [repeats]. Building the book is timed separately;
+the headline figure is `evaluate(book, limits, now)`, the part a job runs every cycle. Printed, all from
+the same run and interleaved so machine load hits every variant alike:
+
+- reference: `models.risk.reference.evaluate`, the straightforward exact path (the old `evaluate`);
+- fast, cold: `evaluate` on a book whose price-independent index isn't built yet (a freshly built book);
+- fast, warm: `evaluate` after a price tick (index reused, every price-dependent figure recomputed);
+- fast + materialise: warm, then reading every exposure and every changed mark (what a caller that
+  persists all of them pays; `Evaluation.exposures` and the new marks are computed on first access).
+
+The fast result is checked against the reference (same checks, equal values) before timing.
 """
 
 from __future__ import annotations
 
 import random
+import statistics
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -26,10 +38,14 @@ from models.risk import (
     PendingSettlement,
     Position,
     Price,
+    PriceTick,
+    RiskBook,
     Scope,
     Side,
+    apply_tick,
     build_book,
     evaluate,
+    reference,
 )
 
 NOW = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
@@ -154,26 +170,68 @@ LIMITS = [
 ]
 
 
+def _timed(func: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    func()
+    return time.perf_counter() - start
+
+
+def _materialise(book: RiskBook) -> None:
+    result = evaluate(book, LIMITS, NOW)
+    for exposure in result.exposures.values():
+        _ = exposure.gross
+    for marks in result.changed_marks.values():
+        _ = marks.hwm
+
+
+def _ticked(book: RiskBook, step: int) -> RiskBook:
+    """The book after a BTC price tick: same positions (index reused), new prices."""
+    btc = book.prices.latest["BTC-USDT"]
+    moved = replace(btc, price=btc.price + Decimal(step) / 100)
+    return apply_tick(book, PriceTick(moved))
+
+
+def _same(fast_checks: tuple, ref_checks: tuple) -> bool:  # type: ignore[type-arg]
+    key = lambda c: (c.limit.name, c.subject, c.level, c.value.as_tuple(), c.detail)  # noqa: E731
+    return [key(c) for c in fast_checks] == [key(c) for c in ref_checks]
+
+
 def main() -> None:
     accounts = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
-    repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+    repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 7
+    start = time.perf_counter()
     book = synthetic_book(accounts, random.Random(7))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = evaluate(book, LIMITS, NOW)
-        times.append(time.perf_counter() - start)
+    build_s = time.perf_counter() - start
+    result = evaluate(book, LIMITS, NOW)
+    expected = reference.evaluate(book, LIMITS, NOW)
+    if not _same(result.checks, expected.checks):
+        raise SystemExit("fast and reference evaluations disagree")
+    ticked = [_ticked(book, i + 1) for i in range(repeats)]
+    times: dict[str, list[float]] = {"reference": [], "fast, cold": [], "fast, warm": [], "fast + materialise": []}
+    for i in range(repeats):
+        times["reference"].append(_timed(lambda: reference.evaluate(book, LIMITS, NOW)))
+        book.index_cache.clear()
+        times["fast, cold"].append(_timed(lambda: evaluate(book, LIMITS, NOW)))
+        times["fast, warm"].append(_timed(lambda: evaluate(ticked[i], LIMITS, NOW)))  # noqa: B023
+        times["fast + materialise"].append(_timed(lambda: _materialise(ticked[i])))  # noqa: B023
     positions = sum(len(p) for p in book.positions.values())
     start = time.perf_counter()
     for _ in range(1_000_000):
         pass
     loop_ms = (time.perf_counter() - start) * 1000
     print(
-        f"{accounts} accounts, {positions} positions, {len(LIMITS)} limits: "
-        f"best {min(times) * 1000:.1f} ms, median {sorted(times)[len(times) // 2] * 1000:.1f} ms "
-        f"({len(result.checks)} checks emitted, {len(result.changed_marks)} marks changed); "
-        f"machine calibration: empty 1M-iteration loop {loop_ms:.0f} ms"
+        f"{accounts} accounts, {positions} positions, {len(LIMITS)} limits "
+        f"({len(result.checks)} checks emitted, {len(result.changed_marks)} marks changed; "
+        f"build_book {build_s * 1000:.0f} ms, not included below)"
     )
+    best_ref = min(times["reference"])
+    for name, values in times.items():
+        best = min(values)
+        print(
+            f"  {name:<20} best {best * 1000:7.1f} ms  median {statistics.median(values) * 1000:7.1f} ms  "
+            f"reference/this {best_ref / best:5.1f}x"
+        )
+    print(f"machine calibration: empty 1M-iteration loop {loop_ms:.0f} ms")
 
 
 if __name__ == "__main__":

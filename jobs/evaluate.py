@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import Engine
 
 from models.risk import Limit
 from services.alert_records import StoredEvent
-from services.book_loader import FreshnessSource
+from services.book_loader import BookCache, FreshnessSource
 from services.evaluation import HistoryState, run_evaluation
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,8 @@ class EvaluateJob:
     history: HistoryState
     publish: Callable[[Sequence[StoredEvent]], None]
     freshness: FreshnessSource | None = None  # None: derived from collection_runs
+    cache: BookCache = field(default_factory=BookCache)  # rows of accounts whose snapshot head did not move
+    per_account_metrics: bool = False
 
     def __call__(self) -> None:
         result = run_evaluation(
@@ -42,6 +44,8 @@ class EvaluateJob:
             channels=self.channels(),
             history=self.history,
             publish=self.publish,
+            cache=self.cache,
+            per_account_metrics=self.per_account_metrics,
         )
         if result.events:
             log.info("evaluation %d: %d alert events", result.evaluation_id, len(result.events))

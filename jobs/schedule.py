@@ -5,10 +5,12 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from services import metrics
@@ -26,6 +28,8 @@ class ScheduledJob:
     id: str
     func: Callable[[], object]
     every_s: float
+    executor: str = "default"  # a named thread pool (see add_pools); collection jobs get one per venue
+    run_at_start: bool = False  # first run immediately instead of one interval after start
 
 
 def build_scheduler(max_workers: int = 16) -> BackgroundScheduler:
@@ -62,9 +66,16 @@ def instrumented(job_id: str, func: Callable[[], object]) -> Callable[[], None]:
     return run
 
 
+def add_pools(scheduler: BackgroundScheduler, pools: Mapping[str, int]) -> None:
+    """Add a named thread pool per entry (alias -> threads), for jobs whose ``executor`` names it."""
+    for alias, threads in pools.items():
+        scheduler.add_executor(ThreadPoolExecutor(max_workers=threads), alias)
+
+
 def register(scheduler: BackgroundScheduler, jobs: list[ScheduledJob]) -> None:
     """Register (or replace) every job; jobs live in code, so they are registered at every start."""
     for job in jobs:
+        first_run = {"next_run_time": datetime.now(UTC)} if job.run_at_start else {}
         scheduler.add_job(
             instrumented(job.id, job.func),
             "interval",
@@ -72,4 +83,6 @@ def register(scheduler: BackgroundScheduler, jobs: list[ScheduledJob]) -> None:
             id=job.id,
             name=job.id,
             replace_existing=True,
+            executor=job.executor,
+            **first_run,
         )

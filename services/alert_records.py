@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from models.risk import Alert, AlertEvent, AlertState, Severity
+from services.raw_rows import fetch_all
 
 
 def scope_of(subject: str) -> str:
@@ -112,3 +113,20 @@ def read_alerts(
     if lock:
         sql += " FOR UPDATE OF a"
     return [_record(row) for row in conn.execute(text(sql), params)]
+
+
+_ACTIVE_SQL = (
+    "SELECT fingerprint, limit_name, subject, state, severity, observed_value, opened_at, updated_at,"
+    " acknowledged_by, ack_comment, resolved_at FROM alerts WHERE state <> 'resolved'"
+)
+
+
+def active_alerts(conn: Connection) -> dict[str, Alert]:
+    """Every active alert as a domain value, by fingerprint: what a full evaluation steps its checks against.
+    Reads only the state machine's columns, as plain tuples (it runs every second over every open alert)."""
+    states = {s.value: s for s in AlertState}
+    severities = {s.value: s for s in Severity}
+    return {
+        fp: Alert(fp, name, scope_of(subject), states[state], severities[sev], value, opened, updated, by, note, res)
+        for fp, name, subject, state, sev, value, opened, updated, by, note, res in fetch_all(conn, _ACTIVE_SQL)
+    }

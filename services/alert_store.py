@@ -9,7 +9,6 @@ the events it returns may be published only after that commit.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -24,6 +23,7 @@ from services import audit_chain
 from services.alert_documents import event_document
 from services.alert_records import AlertRecord, StoredEvent, read_alerts
 from services.errors import ConflictError, InvalidArgumentError, NotFoundError
+from services.raw_rows import copy_rows
 
 # One lock for every append to alert_events, taken before reading the previous hash and held to commit.
 # Besides keeping the chain linear, it makes event ids become visible in id order: ids are drawn under the
@@ -272,108 +272,126 @@ def _reserve_ids(conn: Connection, table: str, n: int) -> list[int]:
     )
 
 
+_ALERT_COLUMNS = (
+    ("id", "int8"),
+    ("fingerprint", "text"),
+    ("limit_name", "text"),
+    ("limit_type", "text"),
+    ("limit_version", "int4"),
+    ("account_id", "int4"),
+    ("subject", "text"),
+    ("symbol", "text"),
+    ("severity", "text"),
+    ("state", "text"),
+    ("observed_value", "numeric"),
+    ("threshold", "numeric"),
+    ("data_time", "timestamptz"),
+    ("detection_latency_s", "float8"),
+    ("opened_at", "timestamptz"),
+    ("updated_at", "timestamptz"),
+    ("acknowledged_at", "timestamptz"),
+    ("acknowledged_by", "text"),
+    ("ack_comment", "text"),
+    ("resolved_at", "timestamptz"),
+)
+_EVENT_COLUMNS = (
+    ("id", "int8"),
+    ("alert_id", "int8"),
+    ("event_type", "text"),
+    ("occurred_at", "timestamptz"),
+    ("actor", "text"),
+    ("severity", "text"),
+    ("state", "text"),
+    ("observed_value", "numeric"),
+    ("threshold", "numeric"),
+    ("details", "jsonb"),
+    ("prev_hash", "text"),
+    ("hash", "text"),
+)
+_OUTBOX_COLUMNS = (
+    ("event_id", "int8"),
+    ("channel", "text"),
+    ("idempotency_key", "text"),
+    ("payload", "jsonb"),
+    ("next_attempt_at", "timestamptz"),
+)
+
+
+def _copy(conn: Connection, table: str, columns: tuple[tuple[str, str], ...], rows: list[tuple[Any, ...]]) -> None:
+    if rows:
+        copy_rows(conn, table, [c for c, _ in columns], [t for _, t in columns], rows)
+
+
 def _insert_alerts(conn: Connection, records: list[AlertRecord]) -> list[int]:
     ids = _reserve_ids(conn, "alerts", len(records))
-    if not records:
-        return ids
-    conn.execute(
-        text(
-            "INSERT INTO alerts (id, fingerprint, limit_name, limit_type, limit_version, account_id, subject, symbol,"
-            " severity, state, observed_value, threshold, data_time, detection_latency_s, opened_at, updated_at,"
-            " acknowledged_at, acknowledged_by, ack_comment, resolved_at)"
-            " SELECT * FROM unnest(CAST(:id AS bigint[]), CAST(:fp AS text[]), CAST(:name AS text[]),"
-            " CAST(:type AS text[]), CAST(:version AS int[]), CAST(:account AS int[]), CAST(:subject AS text[]),"
-            " CAST(:symbol AS text[]), CAST(:severity AS text[]), CAST(:state AS text[]),"
-            " CAST(:observed AS numeric[]), CAST(:threshold AS numeric[]), CAST(:data_time AS timestamptz[]),"
-            " CAST(:latency AS float8[]), CAST(:opened AS timestamptz[]), CAST(:updated AS timestamptz[]),"
-            " CAST(:acked AS timestamptz[]), CAST(:acked_by AS text[]), CAST(:comment AS text[]),"
-            " CAST(:resolved AS timestamptz[]))"
-        ),
-        {
-            "id": ids,
-            "fp": [r.fingerprint for r in records],
-            "name": [r.limit_name for r in records],
-            "type": [r.limit_type for r in records],
-            "version": [r.limit_version for r in records],
-            "account": [r.account_id for r in records],
-            "subject": [r.subject for r in records],
-            "symbol": [r.symbol for r in records],
-            "severity": [r.severity.value for r in records],
-            "state": [r.state.value for r in records],
-            "observed": [r.observed_value for r in records],
-            "threshold": [r.threshold for r in records],
-            "data_time": [r.data_time for r in records],
-            "latency": [r.detection_latency_s for r in records],
-            "opened": [r.opened_at for r in records],
-            "updated": [r.updated_at for r in records],
-            "acked": [r.acknowledged_at for r in records],
-            "acked_by": [r.acknowledged_by for r in records],
-            "comment": [r.ack_comment for r in records],
-            "resolved": [r.resolved_at for r in records],
-        },
-    )
+    rows = [
+        (
+            alert_id,
+            r.fingerprint,
+            r.limit_name,
+            r.limit_type,
+            r.limit_version,
+            r.account_id,
+            r.subject,
+            r.symbol,
+            r.severity.value,
+            r.state.value,
+            r.observed_value,
+            r.threshold,
+            r.data_time,
+            r.detection_latency_s,
+            r.opened_at,
+            r.updated_at,
+            r.acknowledged_at,
+            r.acknowledged_by,
+            r.ack_comment,
+            r.resolved_at,
+        )
+        for alert_id, r in zip(ids, records, strict=True)
+    ]
+    _copy(conn, "alerts", _ALERT_COLUMNS, rows)
     return ids
 
 
 def _insert_events(conn: Connection, events: list[StoredEvent]) -> None:
-    conn.execute(
-        text(
-            "INSERT INTO alert_events (id, alert_id, event_type, occurred_at, actor, severity, state, observed_value,"
-            " threshold, details, prev_hash, hash)"
-            " SELECT id, alert_id, event_type, occurred_at, actor, severity, state, observed_value, threshold,"
-            " CAST(details AS jsonb), prev_hash, hash"
-            " FROM unnest(CAST(:id AS bigint[]), CAST(:alert_id AS bigint[]), CAST(:event_type AS text[]),"
-            " CAST(:occurred_at AS timestamptz[]), CAST(:actor AS text[]), CAST(:severity AS text[]),"
-            " CAST(:state AS text[]), CAST(:observed AS numeric[]), CAST(:threshold AS numeric[]),"
-            " CAST(:details AS text[]), CAST(:prev_hash AS text[]), CAST(:hash AS text[]))"
-            " AS u(id, alert_id, event_type, occurred_at, actor, severity, state, observed_value, threshold,"
-            " details, prev_hash, hash)"
-        ),
-        {
-            "id": [e.id for e in events],
-            "alert_id": [e.alert.id for e in events],
-            "event_type": [e.event_type.value for e in events],
-            "occurred_at": [e.occurred_at for e in events],
-            "actor": [e.actor for e in events],
-            "severity": [e.alert.severity.value for e in events],
-            "state": [e.alert.state.value for e in events],
-            "observed": [e.alert.observed_value for e in events],
-            "threshold": [e.alert.threshold for e in events],
-            "details": [json.dumps(e.details, sort_keys=True) for e in events],
-            "prev_hash": [e.prev_hash for e in events],
-            "hash": [e.hash for e in events],
-        },
-    )
+    rows = [
+        (
+            e.id,
+            e.alert.id,
+            e.event_type.value,
+            e.occurred_at,
+            e.actor,
+            e.alert.severity.value,
+            e.alert.state.value,
+            e.alert.observed_value,
+            e.alert.threshold,
+            e.details,
+            e.prev_hash,
+            e.hash,
+        )
+        for e in events
+    ]
+    _copy(conn, "alert_events", _EVENT_COLUMNS, rows)
 
 
 def _insert_outbox(conn: Connection, events: list[StoredEvent], channels: Sequence[str]) -> None:
     """One row per event per channel; the idempotency key lets the dispatcher and the receiver dedupe."""
-    if not channels or not events:
+    if not channels:
         return
-    rows = [(e.id, channel, json.dumps(event_document(e), sort_keys=True)) for e in events for channel in channels]
-    conn.execute(
-        text(
-            "INSERT INTO notification_outbox (event_id, channel, idempotency_key, payload, next_attempt_at)"
-            " SELECT e, c, c || ':' || e, CAST(p AS jsonb), :now"
-            " FROM unnest(CAST(:events AS bigint[]), CAST(:channels AS text[]), CAST(:payloads AS text[]))"
-            " AS u(e, c, p)"
-        ),
-        {
-            "now": events[0].occurred_at,
-            "events": [r[0] for r in rows],
-            "channels": [r[1] for r in rows],
-            "payloads": [r[2] for r in rows],
-        },
-    )
+    rows: list[tuple[Any, ...]] = []
+    for event in events:
+        document = event_document(event)
+        rows.extend((event.id, channel, f"{channel}:{event.id}", document, event.occurred_at) for channel in channels)
+    _copy(conn, "notification_outbox", _OUTBOX_COLUMNS, rows)
 
 
 def acknowledge(
     engine: Engine,
     alert_id: int,
-    *,
     actor: str,
     comment: str,
     now: datetime,
+    *,
     channels: Sequence[str] = (),
     publish: Callable[[Sequence[StoredEvent]], None] | None = None,
 ) -> AckResult:

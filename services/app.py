@@ -18,17 +18,20 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobs import schedule
+from jobs.collect import Collection, build_collection
 from jobs.evaluate import EvaluateJob
 from jobs.reload_limits import ReloadLimitsJob
 from jobs.resync_tick_state import ResyncTickStateJob
 from services import database, metrics
 from services.alert_feed import AlertFeed
 from services.book_loader import load_book
-from services.config import Settings
+from services.config import Settings, secret_from_env
+from services.ecosystem import registry
 from services.errors import DatabaseUnavailable
 from services.evaluation import HistoryState
 from services.http_api import HttpApi
 from services.limits_reloader import LimitsReloader
+from services.notifications import setup as notifications_setup
 from services.rpc.api import RiskApi, acknowledge_with_store, build_api
 from services.rpc.server import build_server
 from services.tick_alerts import store_persist
@@ -56,6 +59,9 @@ class Monitor:
     grpc_health: health.HealthServicer | None = None
     grpc_port: int = 0
     embedded: database.EmbeddedPostgres | None = None
+    notifications: notifications_setup.Notifications | None = None
+    registration: registry.ServiceRegistration | None = None
+    collection: Collection | None = None
     alert_feed: AlertFeed = field(default_factory=AlertFeed)
     limits: LimitsReloader | None = None
     api: RiskApi | None = None
@@ -82,7 +88,15 @@ class Monitor:
             self.sessions = database.session_factory(self.engine)
 
             self.scheduler = schedule.build_scheduler()
-            schedule.register(self.scheduler, self._evaluation_jobs(self.engine))
+            schedule.register(self.scheduler, [*self._observability_jobs()])
+
+            # --- collection (issue 3): venue clients, price streams, one job per venue and kind ---
+            self.collection = build_collection(s, self.engine)
+            schedule.add_pools(self.scheduler, self.collection.pools)
+            schedule.register(self.scheduler, self.collection.jobs)
+            self.collection.start()
+
+            schedule.register(self.scheduler, self._evaluation_jobs(self.engine, self.collection))
 
             self.api = self._grpc_api(self.engine)
             self.grpc_server, self.grpc_health, self.grpc_port = build_server(
@@ -106,6 +120,7 @@ class Monitor:
             self.api.start()
             self.scheduler.start()
             self.http.start()
+            self._register_in_ecosystem()
         except BaseException:
             self.stop()
             raise
@@ -121,8 +136,62 @@ class Monitor:
             extra={"http_port": self.http.port, "grpc_port": self.grpc_port},
         )
 
+    # --- observability and notifications (issue 6) ---------------------------------------------------
+
+    def _observability_jobs(self) -> list[schedule.ScheduledJob]:
+        """Outbox dispatcher and Alertmanager re-send jobs; the outbox gauges read the database at scrape time."""
+        s, sessions = self.settings, self.sessions
+        assert sessions is not None
+        channels = s.notifications_channels
+        metrics.OUTBOX_BACKLOG.bind(lambda: notifications_setup.backlog_source(sessions, channels)[0])
+        metrics.OUTBOX_OLDEST_PENDING_AGE.bind(lambda: notifications_setup.backlog_source(sessions, channels)[1])
+        if not channels:
+            return []
+        secret = secret_from_env(s.notifications_webhook_secret_env) if "webhook" in channels else ""
+        self.notifications = notifications_setup.build(s, sessions, webhook_secret=secret)
+        jobs = [
+            schedule.ScheduledJob(
+                "dispatch_notifications", self.notifications.dispatcher, s.notifications_dispatch_interval_s
+            )
+        ]
+        if self.notifications.resend is not None:
+            jobs.append(
+                schedule.ScheduledJob(
+                    "resend_alertmanager", self.notifications.resend, s.notifications_alertmanager_resend_s
+                )
+            )
+        return jobs
+
+    def _register_in_ecosystem(self) -> None:
+        s = self.settings
+        if not s.registry_enabled or self.http is None:
+            return
+        document = registry.registration_document(
+            name=s.service_name,
+            instance_id=s.service_instance,
+            host=registry.advertised_host(s.http_host, s.registry_advertise_host, s.registry_redis_url),
+            http_port=self.http.port,
+            grpc_port=self.grpc_port,
+            version=version(),
+            started_at=datetime.now(UTC),
+        )
+        self.registration = registry.ServiceRegistration(
+            registry.connect(s.registry_redis_url),
+            s.service_name,
+            document,
+            ttl_s=s.registry_ttl_s,
+            heartbeat_s=s.registry_heartbeat_s,
+        )
+        self.registration.start()
+
+    def _stop_observability(self) -> None:
+        if self.registration is not None:
+            self.registration.stop()  # deregister first: nobody should route to a stopping instance
+        for gauge in (metrics.OUTBOX_BACKLOG, metrics.OUTBOX_OLDEST_PENDING_AGE):
+            gauge.bind(None)
+
     # --- evaluation (issue 4) ----------------------------------------------------------------------------
-    def _evaluation_jobs(self, engine: Engine) -> list[schedule.ScheduledJob]:
+    def _evaluation_jobs(self, engine: Engine, collection: Collection) -> list[schedule.ScheduledJob]:
         """Limits reload + the scheduled evaluation. Limits are loaded once before the first evaluation."""
         s = self.settings
         self.limits = LimitsReloader(engine, s.limits_file, clock=_utcnow)
@@ -131,11 +200,12 @@ class Monitor:
             engine,
             limits=self.limits.limits,
             groups=self.limits.groups,
-            channels=lambda: s.notification_channels,
+            channels=lambda: s.notifications_channels,
             clock=_utcnow,
             history=HistoryState(every_s=s.evaluation_history_every_s),
             publish=self.alert_feed.publish,
-            freshness=None,  # TODO(collection merge): inject the in-memory staleness tracker here
+            freshness=collection.tracker.freshness,
+            per_account_metrics=s.metrics_per_account,
         )
         return [
             schedule.ScheduledJob("reload_limits", ReloadLimitsJob(self.limits), s.limits_reload_interval_s),
@@ -149,11 +219,12 @@ class Monitor:
         assert self.limits is not None
         assert self.scheduler is not None
         s = self.settings
-        loaded = load_book(engine, groups=self.limits.groups())
+        freshness = self.collection.tracker.freshness if self.collection is not None else None
+        loaded = load_book(engine, groups=self.limits.groups(), freshness=freshness)
         account_ids = dict(loaded.account_ids)
 
         def channels() -> tuple[str, ...]:
-            return s.notification_channels
+            return s.notifications_channels
 
         api = build_api(
             s,
@@ -164,10 +235,9 @@ class Monitor:
             persist=store_persist(engine, account_ids, channels=channels, publish=self.alert_feed.publish),
             feed=self.alert_feed,
         )
-        resync = ResyncTickStateJob(engine, api.servicer.live, self.limits.groups, account_ids, _utcnow)
-        schedule.register(
-            self.scheduler, [schedule.ScheduledJob("resync_tick_state", resync, s.grpc_tick_state_resync_s)]
-        )
+        resync = ResyncTickStateJob(engine, api.servicer.live, self.limits.groups, account_ids, _utcnow, freshness)
+        every_s = s.grpc_tick_state_resync_s
+        schedule.register(self.scheduler, [schedule.ScheduledJob("resync_tick_state", resync, every_s)])
         return api
 
     def _database_ready(self) -> str | None:
@@ -187,10 +257,13 @@ class Monitor:
             return
         self._stopped.set()
         metrics.UP.set(0)
+        self._stop_observability()
         if self.grpc_health is not None:
             self.grpc_health.enter_graceful_shutdown()  # tell load balancers first
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=True)  # a running job finishes its transaction
+        if self.collection is not None:
+            self.collection.close()  # streams and sessions go before the engine they write through
         self.alert_feed.close_all()  # end open alert streams before the gRPC server stops
         if self.api is not None:
             self.api.close_streams()  # WatchAlerts streams end with OK
@@ -200,6 +273,8 @@ class Monitor:
             self.api.flush()  # tick-path alert changes reach the database before it goes away
         if self.http is not None:
             self.http.stop()
+        if self.notifications is not None:
+            self.notifications.close()
         if self.engine is not None:
             self.engine.dispose()
         if self.embedded is not None:

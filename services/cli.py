@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from importlib import metadata
 from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError
@@ -166,6 +167,17 @@ def build_parser() -> argparse.ArgumentParser:
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="AUDIT_COMMAND")
     verify = audit_sub.add_parser("verify", help="recompute the alert event hash chain (exit 1 if broken)")
     verify.set_defaults(func=cmd_audit_verify)
+
+    # Commands from other packages of this distribution (the sandbox venues, the demo), found by entry
+    # point so the monitor's packages never import them; a deployment without them just lacks the command.
+    for entry in metadata.entry_points(group="risk_monitor.commands"):
+        try:
+            register = entry.load()
+        except ModuleNotFoundError as exc:
+            if exc.name != entry.module.split(".")[0]:
+                raise  # the package is there but broken: say so
+            continue
+        register(sub)
 
     # --- gRPC API client commands (issue 5) ---
     from services import cli_api

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from services.errors import ConfigError
+from services.venue_settings import VenueSettings, parse_venues
 
 ENV_PREFIX = "RISK_MONITOR_"
 # Variables with the prefix that are not configuration keys.
@@ -47,6 +48,13 @@ def _parse_port(value: object) -> int:
     if not 0 <= port <= 65535:
         raise TypeError("a port number 0-65535")
     return port
+
+
+def _parse_positive_int(value: object) -> int:
+    number = _parse_int(value)
+    if number < 1:
+        raise TypeError("a positive integer")
+    return number
 
 
 def _parse_float(value: object) -> float:
@@ -87,6 +95,22 @@ def _choice(*options: str) -> Callable[[object], str]:
 
 def _parse_level(value: object) -> str:
     return _choice(*_LOG_LEVELS)(value.upper() if isinstance(value, str) else value)
+
+
+NOTIFICATION_CHANNELS = ("alertmanager", "webhook", "audit")
+
+
+def _parse_channels(value: object) -> tuple[str, ...]:
+    """A comma-separated list (or a TOML array) of known channel names, duplicates dropped, order kept."""
+    if isinstance(value, list | tuple):
+        names = [str(v).strip() for v in value]
+    else:
+        names = [part.strip() for part in _parse_str(value).split(",")]
+    chosen = tuple(dict.fromkeys(n for n in names if n))
+    unknown = [n for n in chosen if n not in NOTIFICATION_CHANNELS]
+    if unknown:
+        raise TypeError("channel names from " + ", ".join(NOTIFICATION_CHANNELS))
+    return chosen
 
 
 def _parse_optional_path(value: object) -> str:
@@ -132,6 +156,54 @@ _FIELDS: tuple[_Field, ...] = (
     _Field("log.level", _parse_level, "Log level."),
     _Field("log.format", _choice("json", "text", "auto"), "json, text, or auto (text on a terminal)."),
     _Field("shutdown.grace_s", _parse_float, "Seconds open RPCs get to finish on SIGTERM."),
+    # --- observability and notifications (issue 6) ---
+    _Field("metrics.per_account", _parse_bool, "Also export P&L, gross and delta per account (more series)."),
+    _Field(
+        "notifications.channels",
+        _parse_channels,
+        "Enabled notification channels, comma-separated: alertmanager, webhook, audit (empty: none).",
+    ),
+    _Field("notifications.dispatch_interval_s", _parse_float, "Seconds between outbox dispatcher runs."),
+    _Field("notifications.batch_size", _parse_int, "Outbox rows one dispatcher run claims per channel."),
+    _Field("notifications.timeout_s", _parse_float, "HTTP timeout of one delivery attempt."),
+    _Field("notifications.retry_base_s", _parse_float, "First retry delay; doubles per attempt, with jitter."),
+    _Field("notifications.retry_max_s", _parse_float, "Cap of the retry delay."),
+    _Field("notifications.alertmanager_url", _parse_str, "Alertmanager base URL (POST /api/v2/alerts)."),
+    _Field(
+        "notifications.alertmanager_resend_s",
+        _parse_float,
+        "Seconds between re-posts of active alerts, so Alertmanager does not expire them.",
+    ),
+    _Field("notifications.webhook_url", _parse_str, "Generic webhook URL (JSON event documents)."),
+    _Field(
+        "notifications.webhook_secret_env",
+        _parse_str,
+        "Name of the environment variable holding the webhook HMAC-SHA256 secret (empty: unsigned).",
+        secret=True,
+    ),
+    _Field("notifications.audit_url", _parse_str, "Audit correlator base URL (POST /api/v1/audit/events)."),
+    _Field("registry.enabled", _parse_bool, "Register this instance in the ecosystem's Redis service registry."),
+    _Field("registry.redis_url", _parse_str, "Redis URL of the service registry.", secret=True),
+    _Field("registry.ttl_s", _parse_int, "TTL of the registration key (seconds)."),
+    _Field("registry.heartbeat_s", _parse_float, "Seconds between registration refreshes."),
+    _Field("registry.advertise_host", _parse_str, "Address to register (empty: the bound or outbound address)."),
+    _Field("config_service.url", _parse_str, "Configuration service base URL (empty: local configuration only)."),
+    _Field("config_service.cache_ttl_s", _parse_float, "Seconds a configuration-service answer is reused."),
+    _Field("config_service.timeout_s", _parse_float, "HTTP timeout of a configuration-service request."),
+    # --- collection (issue 3) ---
+    _Field("collection.prices_interval_s", _parse_float, "Seconds between price snapshots of the streamed cache."),
+    _Field("collection.positions_interval_s", _parse_float, "Seconds between position collections per exchange."),
+    _Field("collection.balances_interval_s", _parse_float, "Seconds between balance collections per venue."),
+    _Field("collection.settlements_interval_s", _parse_float, "Seconds between pending-settlement collections."),
+    _Field(
+        "collection.price_refresh_intervals",
+        _parse_positive_int,
+        "Price intervals without a streamed update before a symbol is polled.",
+    ),
+    _Field("collection.max_skew_s", _parse_float, "Allowed venue clock lead before a timestamp is 'in the future'."),
+    _Field("collection.connect_timeout_s", _parse_float, "Venue connect timeout (a venue may override it)."),
+    _Field("collection.read_timeout_s", _parse_float, "Venue read timeout / gRPC deadline (a venue may override it)."),
+    _Field("collection.workers", _parse_positive_int, "Threads per venue (bulkhead): a slow venue holds only its own."),
     # --- evaluation (issue 4) ---
     _Field(
         "limits.file", _parse_optional_path, "Limits TOML file ([[limit]] tables, optional [groups]). Empty: no limits."
@@ -143,10 +215,19 @@ _FIELDS: tuple[_Field, ...] = (
         _parse_float,
         "Per-account risk figures are written at most this often, and only for accounts whose figures changed.",
     ),
+    # --- history partitions and retention (issue 8) ---
+    _Field("retention.precreate_days", _parse_positive_int, "Days of daily history partitions created ahead of today."),
     _Field(
-        "notifications.channels",
-        _parse_str,
-        "Comma-separated notification channels; each alert event gets one outbox row per channel.",
+        "retention.snapshots_days",
+        _parse_positive_int,
+        "Days of position, balance, custody and price snapshots kept (whole days dropped; latest state kept).",
+    ),
+    _Field("retention.collection_runs_days", _parse_positive_int, "Days of collection_runs kept."),
+    _Field("retention.rejected_records_days", _parse_positive_int, "Days of rejected_records kept."),
+    _Field(
+        "retention.maintenance_interval_s",
+        _parse_float,
+        "Seconds between partition maintenance runs (and one at start).",
     ),
     # --- gRPC API (issue 5) ---
     _Field("grpc.tls_cert", _parse_optional_path, "PEM certificate chain; with grpc.tls_key the port serves TLS only."),
@@ -195,12 +276,49 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "auto"
     shutdown_grace_s: float = 5.0
+    # --- observability and notifications (issue 6) ---
+    metrics_per_account: bool = False
+    notifications_channels: tuple[str, ...] = ()
+    notifications_dispatch_interval_s: float = 1.0
+    notifications_batch_size: int = 100
+    notifications_timeout_s: float = 5.0
+    notifications_retry_base_s: float = 1.0
+    notifications_retry_max_s: float = 300.0
+    notifications_alertmanager_url: str = ""
+    notifications_alertmanager_resend_s: float = 60.0
+    notifications_webhook_url: str = ""
+    notifications_webhook_secret_env: str = ""
+    notifications_audit_url: str = ""
+    registry_enabled: bool = False
+    registry_redis_url: str = "redis://127.0.0.1:6379/0"
+    registry_ttl_s: int = 90
+    registry_heartbeat_s: float = 30.0
+    registry_advertise_host: str = ""
+    config_service_url: str = ""
+    config_service_cache_ttl_s: float = 60.0
+    config_service_timeout_s: float = 2.0
+    # --- collection (issue 3) ---
+    collection_prices_interval_s: float = 1.0
+    collection_positions_interval_s: float = 2.0
+    collection_balances_interval_s: float = 5.0
+    collection_settlements_interval_s: float = 30.0
+    collection_price_refresh_intervals: int = 3
+    collection_max_skew_s: float = 5.0
+    collection_connect_timeout_s: float = 2.0
+    collection_read_timeout_s: float = 5.0
+    collection_workers: int = 2
+    # --- history partitions and retention (issue 8) ---
+    retention_precreate_days: int = 7
+    retention_snapshots_days: int = 30
+    retention_collection_runs_days: int = 90
+    retention_rejected_records_days: int = 90
+    retention_maintenance_interval_s: float = 3600.0
+    venues: tuple[VenueSettings, ...] = ()
     # --- evaluation (issue 4) ---
     limits_file: str = ""
     limits_reload_interval_s: float = 2.0
     evaluation_interval_s: float = 1.0
     evaluation_history_every_s: float = 60.0
-    notifications_channels: str = ""
     # --- gRPC API (issue 5) ---
     grpc_tls_cert: str = ""
     grpc_tls_key: str = ""
@@ -218,10 +336,6 @@ class Settings:
     def embedded(self) -> bool:
         return not self.database_url
 
-    @property
-    def notification_channels(self) -> tuple[str, ...]:
-        return tuple(c.strip() for c in self.notifications_channels.split(",") if c.strip())
-
     def with_overrides(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
@@ -230,7 +344,9 @@ class Settings:
         out: dict[str, str] = {}
         for f in _FIELDS:
             value = getattr(self, f.attr)
-            out[f.key] = mask_secret(f.key, value) if f.secret else str(value)
+            out[f.key] = mask_secret(f.key, value) if f.secret else render(value)
+        for venue in self.venues:
+            out[f"venues.{venue.id}"] = venue.describe()
         return out
 
 
@@ -247,13 +363,46 @@ def mask_secret(key: str, value: object) -> str:
             return make_url(text).render_as_string(hide_password=True)
         except ArgumentError:
             return "***"
+    if key == "registry.redis_url":
+        return _mask_url_password(text)
     return "***"
+
+
+def _mask_url_password(text: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(text)
+    if parts.password is None:
+        return text
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def secret_from_env(variable: str, env: Mapping[str, str] | None = None) -> str:
+    """The secret held by the environment variable a ``*_secret_env`` key names ("" when none is named).
+
+    Secrets live only in the environment; the configuration names the variable, so config files and
+    ``config show`` never contain them."""
+    if not variable:
+        return ""
+    env = os.environ if env is None else env
+    value = env.get(variable, "")
+    if not value:
+        raise ConfigError(f"environment variable {variable} (named by a *_secret_env key) is not set")
+    return value
 
 
 def reference() -> tuple[tuple[str, str, str, str], ...]:
     """(key, env var, default, doc) for every setting: the README's configuration table."""
     defaults = Settings(service_instance="<hostname>", embedded_data_dir="<user data dir>/postgres")
-    return tuple((f.key, f.env, str(getattr(defaults, f.attr)), f.doc) for f in _FIELDS)
+    return tuple((f.key, f.env, render(getattr(defaults, f.attr)), f.doc) for f in _FIELDS)
+
+
+def render(value: object) -> str:
+    """A value as it would be written in the environment (lists comma-separated)."""
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
 
 
 def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -283,6 +432,7 @@ def load(config_file: str | None = None, env: Mapping[str, str] | None = None) -
     env = os.environ if env is None else env
     path = config_file or env.get("RISK_MONITOR_CONFIG", "")
     values: dict[str, Any] = {}
+    venues: tuple[VenueSettings, ...] = ()
     if path:
         try:
             with open(path, "rb") as fh:
@@ -291,6 +441,8 @@ def load(config_file: str | None = None, env: Mapping[str, str] | None = None) -
             raise ConfigError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path}: {exc}") from None
+        if "venues" in data:  # an array of tables, not a key: parsed on its own
+            venues = parse_venues(data.pop("venues"), str(path), env)
         for key, raw in _flatten(data).items():
             if key not in _BY_KEY:
                 raise ConfigError(f"{path}: unknown key '{key}' (known: {', '.join(sorted(_BY_KEY))})")
@@ -302,7 +454,7 @@ def load(config_file: str | None = None, env: Mapping[str, str] | None = None) -
             raise ConfigError(f"environment: unknown variable {name}")
         f = _BY_ENV[name]
         values[f.attr] = _parse_value(f, raw, f"environment {name}")
-    settings = Settings(config_file=str(path), **values)
+    settings = Settings(config_file=str(path), venues=venues, **values)
     if settings.database_url:
         from services.database import normalize_url
 

@@ -19,22 +19,37 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import psycopg
 from sqlalchemy import Connection, Engine, text
 
 from models.risk import Check, Evaluation, Level, Limit, daily_pnl, drawdown, evaluate, resolve_absent, step
 from models.risk.alerts import AlertEvent, Transition
-from services import metrics
-from services.alert_records import StoredEvent, read_alerts
+from models.risk.exposure import delta_by_asset
+from services import metrics, risk_signals
+from services.alert_records import StoredEvent, active_alerts
 from services.alert_store import AlertContext, apply_transitions
-from services.book_loader import FreshnessSource, LoadedBook, load_book
+from services.book_loader import BookCache, FreshnessSource, LoadedBook, load_book
+from services.raw_rows import copy_rows, fetch_all
 
 log = logging.getLogger(__name__)
 
 ACTOR = "system:evaluation"
+FIRM = "firm"  # the firm-wide scope key of models.risk
 ZERO = Decimal(0)
 _STATUS = {Level.OK: "compliant", Level.WARN: "warning", Level.CRITICAL: "breach"}
 _RANK = {Level.OK: 0, Level.WARN: 1, Level.CRITICAL: 2}
+_HISTORY_COLUMNS = (
+    "account_id",
+    "recorded_at",
+    "evaluation_id",
+    "gross",
+    "net",
+    "equity",
+    "leverage",
+    "unrealized_pnl",
+    "daily_pnl",
+    "drawdown",
+)
+_HISTORY_TYPES = ("int4", "timestamptz", "int8", *(["numeric"] * 7))
 
 
 @dataclass
@@ -73,16 +88,20 @@ def run_evaluation(
     publish: Callable[[Sequence[StoredEvent]], None] | None = None,
     path: str = "scheduled",
     day_offset: timedelta = timedelta(0),
+    cache: BookCache | None = None,
+    per_account_metrics: bool = False,
 ) -> EvaluationResult:
+    """One full pass. ``history`` and ``cache`` are the caller's state across passes (None: none kept)."""
     started = time.perf_counter()
-    loaded = load_book(engine, groups=groups, freshness=freshness, day_offset=day_offset)
+    loaded = load_book(engine, groups=groups, freshness=freshness, day_offset=day_offset, cache=cache)
     read_done = time.perf_counter()
     evaluation = evaluate(loaded.book, limits, now)
     compute_done = time.perf_counter()
     with engine.begin() as conn:
         evaluation_id = _insert_evaluation(conn, evaluation, loaded, now, path)
         _write_marks(conn, evaluation, now)
-        compliance_changes = _write_compliance(conn, evaluation, loaded, now)
+        worst = _worst_levels(evaluation, loaded)
+        compliance_changes = _write_compliance(conn, worst, loaded, now)
         history_rows = (
             _write_history(conn, evaluation, loaded=loaded, history=history, evaluation_id=evaluation_id, now=now)
             if history
@@ -100,6 +119,7 @@ def run_evaluation(
             ),
             {"opened": opened, "resolved": resolved, "at": finished, "id": evaluation_id},
         )
+        open_alerts = _open_alert_counts(conn)
     done = time.perf_counter()
     if publish is not None and events:
         publish(events)
@@ -109,27 +129,111 @@ def run_evaluation(
         "write": done - compute_done,
         "total": done - started,
     }
-    _observe(timings, evaluation, loaded, events, now)
+    symbols = {limit.name: limit.symbol or "" for limit in limits}
+    _observe(
+        timings,
+        worst,
+        evaluation=evaluation,
+        loaded=loaded,
+        events=events,
+        open_alerts=open_alerts,
+        now=now,
+        limit_symbols=symbols,
+        per_account=per_account_metrics,
+    )
     return EvaluationResult(evaluation_id, evaluation, loaded, events, compliance_changes, history_rows, timings)
 
 
 def _observe(
-    timings: Mapping[str, float], evaluation: Evaluation, loaded: LoadedBook, events: list[StoredEvent], now: datetime
+    timings: Mapping[str, float],
+    worst: Mapping[str, Level],
+    *,
+    evaluation: Evaluation,
+    loaded: LoadedBook,
+    events: list[StoredEvent],
+    open_alerts: Mapping[tuple[str, str], int],
+    now: datetime,
+    limit_symbols: Mapping[str, str],
+    per_account: bool,
 ) -> None:
+    """Export the pass to Prometheus (services/risk_signals.py owns the compliance signals)."""
     for phase, seconds in timings.items():
-        metrics.EVALUATION_DURATION.labels(phase).observe(seconds)
+        if phase != "total":
+            metrics.EVALUATION_DURATION.labels(phase).observe(seconds)
     if loaded.data_as_of is not None:
         metrics.EVALUATION_DATA_AGE.set((now - loaded.data_as_of).total_seconds())
+    opened: list[tuple[str, str, str | None]] = []
     for event in events:
         metrics.ALERT_EVENTS.labels(event.event_type.value).inc()
         if event.event_type is AlertEvent.OPENED:
             alert = event.alert
-            metrics.ALERTS_GENERATED.labels(alert.severity.value, alert.limit_type, alert.symbol or "").inc()
+            # the symbol label only when the limit names one: per-instrument subjects would multiply series
+            opened.append((alert.severity.value, alert.limit_type, limit_symbols.get(alert.limit_name) or None))
+    risk_signals.record_alerts_generated(opened)
     counts = dict.fromkeys(_STATUS.values(), 0)
-    for level in _worst_levels(evaluation, loaded).values():
+    for level in worst.values():
         counts[_STATUS[level]] += 1
     for status, count in counts.items():
         metrics.COMPLIANCE_ACCOUNTS.labels(status).set(count)
+    risk_signals.publish_evaluation(
+        _signals(
+            evaluation,
+            worst,
+            events=events,
+            open_alerts=open_alerts,
+            now=now,
+            duration_s=timings["total"],
+            per_account=per_account,
+        ),
+        per_account=per_account,
+    )
+
+
+def _signals(
+    evaluation: Evaluation,
+    worst: Mapping[str, Level],
+    *,
+    events: Sequence[StoredEvent],
+    open_alerts: Mapping[tuple[str, str], int],
+    now: datetime,
+    duration_s: float,
+    per_account: bool,
+) -> risk_signals.EvaluationSignals:
+    firm = evaluation.exposures.get(FIRM)
+    marks = evaluation.marks.get(FIRM)
+    utilization: dict[tuple[str, str], Decimal] = {}
+    for check in evaluation.checks:  # only checks at or above their clear threshold exist: the others are absent
+        key = (check.limit.name, check.limit.type.value)
+        if check.utilisation > utilization.get(key, Decimal("-Infinity")):
+            utilization[key] = check.utilisation
+    accounts: dict[str, risk_signals.AccountExposure] = {}
+    if per_account:
+        for account in worst:
+            exposure = evaluation.exposures.get(account)
+            account_marks = evaluation.marks.get(account)
+            if exposure is not None:
+                pnl = daily_pnl(account_marks, exposure.equity) if account_marks else ZERO
+                accounts[account] = risk_signals.AccountExposure(pnl, exposure.gross, delta_by_asset(exposure))
+    return risk_signals.EvaluationSignals(
+        evaluated_at=now,
+        duration_s=duration_s,
+        firm_pnl=daily_pnl(marks, firm.equity) if firm is not None and marks is not None else ZERO,
+        drawdown_ratio=drawdown(marks, firm.equity) if firm is not None and marks is not None else ZERO,
+        gross_notional=firm.gross if firm is not None else ZERO,
+        delta_by_asset=delta_by_asset(firm) if firm is not None else {},
+        utilization=utilization,
+        compliance={account: _STATUS[level] for account, level in worst.items()},
+        open_alerts=open_alerts,
+        detection_latencies=tuple(
+            ("scheduled", e.alert.detection_latency_s) for e in events if e.event_type is AlertEvent.OPENED
+        ),
+        accounts=accounts,
+    )
+
+
+def _open_alert_counts(conn: Connection) -> dict[tuple[str, str], int]:
+    rows = fetch_all(conn, "SELECT severity, limit_type, count(*) FROM alerts WHERE state <> 'resolved' GROUP BY 1, 2")
+    return {(severity, limit_type): int(count) for severity, limit_type, count in rows}
 
 
 def _insert_evaluation(conn: Connection, evaluation: Evaluation, loaded: LoadedBook, now: datetime, path: str) -> int:
@@ -183,11 +287,11 @@ def _worst_levels(evaluation: Evaluation, loaded: LoadedBook) -> dict[str, Level
     return worst
 
 
-def _write_compliance(conn: Connection, evaluation: Evaluation, loaded: LoadedBook, now: datetime) -> int:
+def _write_compliance(conn: Connection, worst: Mapping[str, Level], loaded: LoadedBook, now: datetime) -> int:
     """Status per account from its worst check; a change (or a first status) appends compliance_history."""
-    previous: dict[int, str] = dict(conn.execute(text("SELECT account_id, status FROM compliance_status")).all())
+    previous: dict[int, str] = dict(fetch_all(conn, "SELECT account_id, status FROM compliance_status"))
     changed: list[tuple[int, str, str | None]] = []
-    for account, level in _worst_levels(evaluation, loaded).items():
+    for account, level in worst.items():
         account_id = loaded.account_ids[account]
         status = _STATUS[level]
         if previous.get(account_id) != status:
@@ -249,23 +353,14 @@ def _write_history(
             history.written[account_id] = figures
             rows.append((account_id, now, evaluation_id, *figures))
     history.last_sample_at = now
-    if rows:
-        columns = (
-            "account_id, recorded_at, evaluation_id, gross, net, equity, leverage, unrealized_pnl, daily_pnl, drawdown"
-        )
-        driver = conn.connection.driver_connection
-        assert isinstance(driver, psycopg.Connection)
-        with driver.cursor().copy(f"COPY account_risk_history ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(("int4", "timestamptz", "int8", *(["numeric"] * 7)))
-            for row in rows:
-                copy.write_row(row)
+    copy_rows(conn, "account_risk_history", _HISTORY_COLUMNS, _HISTORY_TYPES, rows)
     return len(rows)
 
 
 def _write_alerts(
     conn: Connection, evaluation: Evaluation, loaded: LoadedBook, now: datetime, channels: Sequence[str]
 ) -> list[StoredEvent]:
-    active = {r.fingerprint: r.to_domain() for r in read_alerts(conn, active_only=True)}
+    active = active_alerts(conn)
     transitions: list[Transition] = []
     context: dict[str, AlertContext] = {}
     for check in evaluation.checks:

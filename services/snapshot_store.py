@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -41,6 +42,7 @@ SNAPSHOT_TABLES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     ),
 }  # fmt: skip
 SNAPSHOT_KINDS = tuple(SNAPSHOT_TABLES)
+CLEARED = "CLEARED"  # status of a settlement the custodian no longer lists as pending
 
 
 class DuplicateBatch(RuntimeError):
@@ -77,6 +79,19 @@ class AccountSnapshot:
     account_id: int
     observed_at: datetime
     rows: Sequence[tuple[Any, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class SettlementUpsert:
+    """One pending settlement as the ``settlements`` table holds it (account resolved to its id)."""
+
+    settlement_id: str
+    account_id: int
+    asset: str
+    quantity: Decimal
+    status: str
+    initiated_at: datetime
+    expected_settlement_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +163,7 @@ class SnapshotStore:
         """Write one run's batch of ``run.kind`` in one transaction and move each account's head to it."""
         table, columns, types = SNAPSHOT_TABLES[run.kind]
         accepted = sum(len(a.rows) for a in accounts)
-        status = "partial" if rejected else "succeeded"
+        status = _status(run, rejected)
         try:
             with self.engine.begin() as conn:
                 run_id = self._insert_run(conn, run, status, accepted, len(rejected))
@@ -174,7 +189,7 @@ class SnapshotStore:
         rejected: Sequence[Rejection] = (),
     ) -> WriteResult:
         """Snapshot (symbol, price, volume, observed_at) rows of one market-data source."""
-        status = "partial" if rejected else "succeeded"
+        status = _status(run, rejected)
         with self.engine.begin() as conn:
             run_id = self._insert_run(conn, run, status, len(prices), len(rejected))
             cursor = _driver(conn).cursor()
@@ -199,6 +214,96 @@ class SnapshotStore:
                 )
             self._insert_rejections(conn, run, run_id, rejected)
         return WriteResult(run_id, len(prices), len(rejected), status)
+
+    def write_settlements(
+        self,
+        run: RunRecord,
+        seen_at: datetime,
+        settlements: Sequence[SettlementUpsert],
+        rejected: Sequence[Rejection] = (),
+        *,
+        still_reported: Iterable[str] = (),
+    ) -> WriteResult:
+        """Upsert the custodian's pending settlements; the ones it no longer reports become CLEARED.
+
+        ``still_reported`` names settlements the venue listed but that were not accepted (a rejected
+        record): they are still pending, so they must not be cleared.
+        """
+        status = _status(run, rejected)
+        reported = [s.settlement_id for s in settlements] + list(still_reported)
+        with self.engine.begin() as conn:
+            run_id = self._insert_run(conn, run, status, len(settlements), len(rejected))
+            if settlements:
+                conn.execute(
+                    text(
+                        "INSERT INTO settlements (custodian_id, settlement_id, account_id, asset, quantity, status,"
+                        " initiated_at, expected_settlement_at, first_seen_at, last_seen_at, run_id)"
+                        " VALUES (:custodian, :id, :account, :asset, :quantity, :status, :initiated, :expected,"
+                        " :seen, :seen, :run)"
+                        " ON CONFLICT (custodian_id, settlement_id) DO UPDATE SET account_id = excluded.account_id,"
+                        " asset = excluded.asset, quantity = excluded.quantity, status = excluded.status,"
+                        " initiated_at = excluded.initiated_at,"
+                        " expected_settlement_at = excluded.expected_settlement_at,"
+                        " last_seen_at = excluded.last_seen_at, run_id = excluded.run_id"
+                    ),
+                    [
+                        {
+                            "custodian": run.venue_id,
+                            "id": s.settlement_id,
+                            "account": s.account_id,
+                            "asset": s.asset,
+                            "quantity": s.quantity,
+                            "status": s.status,
+                            "initiated": s.initiated_at,
+                            "expected": s.expected_settlement_at,
+                            "seen": seen_at,
+                            "run": run_id,
+                        }
+                        for s in settlements
+                    ],
+                )
+            # A settlement that left the pending list settled (the custodian lists only pending ones).
+            conn.execute(
+                text(
+                    "UPDATE settlements SET status = :cleared, run_id = :run"
+                    " WHERE custodian_id = :custodian AND status = 'PENDING'"
+                    " AND settlement_id <> ALL(CAST(:reported AS text[]))"
+                ),
+                {"cleared": CLEARED, "run": run_id, "custodian": run.venue_id, "reported": reported},
+            )
+            self._insert_rejections(conn, run, run_id, rejected)
+        return WriteResult(run_id, len(settlements), len(rejected), status)
+
+    def find_accounts(self, venue_ids: Sequence[str], external_ids: Iterable[str]) -> dict[str, list[int]]:
+        """Known accounts with these external ids at any of ``venue_ids`` (for records that name no venue)."""
+        wanted = list(dict.fromkeys(external_ids))
+        found: dict[str, list[int]] = {e: [] for e in wanted}
+        if not wanted or not venue_ids:
+            return found
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT external_id, id FROM accounts"
+                    " WHERE venue_id = ANY(CAST(:venues AS text[])) AND external_id = ANY(CAST(:ids AS text[]))"
+                    " ORDER BY id"
+                ),
+                {"venues": list(venue_ids), "ids": wanted},
+            )
+            for external_id, account_id in rows:
+                found[external_id].append(int(account_id))
+        return found
+
+    def last_good_runs(self) -> dict[tuple[str, str], datetime]:
+        """(venue, run kind) -> finished_at of its newest run that collected everything it was asked to."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT venue_id, kind, max(finished_at) FROM collection_runs"
+                    " WHERE status IN ('succeeded', 'partial') AND error IS NULL AND finished_at IS NOT NULL"
+                    " GROUP BY venue_id, kind"
+                )
+            )
+            return {(str(venue), str(kind)): at for venue, kind, at in rows}
 
     # --- internals ----------------------------------------------------------------------------------
 
@@ -259,6 +364,11 @@ class SnapshotStore:
             "INSERT INTO rejected_records (run_id, venue_id, kind, payload, reason) VALUES (%s, %s, %s, %s, %s)",
             [(run_id, run.venue_id, run.kind, _jsonb(r.payload), r.reason) for r in rejected],
         )
+
+
+def _status(run: RunRecord, rejected: Sequence[Rejection]) -> str:
+    # A run with rejected records or failed accounts (``run.error``) still wrote what it had: partial.
+    return "partial" if rejected or run.error else "succeeded"
 
 
 def _driver(conn: Connection) -> psycopg.Connection[Any]:

@@ -20,6 +20,9 @@ from sqlalchemy.orm import Session
 
 from services import database
 
+# Alertmanager, Redis, promtool and a recording HTTP receiver (observability and notification tests).
+pytest_plugins = ["tests.ecosystem_fixtures"]
+
 
 def docker_engine_answers() -> bool:
     """True only if a Docker daemon answers a ping. Checked with a raw socket first, because a failed

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -42,6 +42,10 @@ class RiskBook:
     accounts_by_pair: Mapping[str, frozenset[str]]
     day_offset: timedelta = timedelta(0)
     delta_hook: DeltaHook = venue_delta
+    # Derived, price-independent indexes of the fast evaluation path (models.risk.fast), built on first
+    # use. A price tick's `replace` shares it (positions and balances are unchanged); the fast path checks
+    # the identity of the mappings it indexed before reusing anything, so a stale entry is never used.
+    index_cache: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
 
 
 _Row = TypeVar("_Row", Position, Balance, CustodyBalance, PendingSettlement)
@@ -204,4 +208,5 @@ def apply_tick(book: RiskBook, tick: Tick) -> RiskBook:
         freshness=fresh,
         accounts_by_asset=by_asset,
         accounts_by_pair=by_pair,
+        index_cache={},
     )

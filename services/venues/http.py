@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -40,6 +41,7 @@ from models.payloads import (
     parse_segregated_balances,
     parse_settlements,
 )
+from services import metrics
 from services.venues.breaker import BreakerState, CircuitBreaker, CircuitOpen
 
 log = logging.getLogger(__name__)
@@ -143,6 +145,24 @@ class _VenueHttp:
             return self.breakers[endpoint]
 
     def get(self, endpoint: str, path: str, params: Mapping[str, str] | None = None) -> bytes:
+        started = time.perf_counter()
+        outcome = "unavailable"
+        try:
+            body = self._get(endpoint, path, params)
+            outcome = "ok"
+            return body
+        except CircuitOpen:
+            outcome = "circuit_open"
+            raise
+        except VenueUnavailable as exc:
+            outcome = _outcome(exc)
+            raise
+        finally:
+            metrics.VENUE_REQUESTS.labels(self.name, endpoint, outcome).inc()
+            if outcome != "circuit_open":  # not a call: it would drag the latency buckets towards 0
+                metrics.VENUE_REQUEST_DURATION.labels(self.name, endpoint).observe(time.perf_counter() - started)
+
+    def _get(self, endpoint: str, path: str, params: Mapping[str, str] | None) -> bytes:
         breaker = self.breaker(endpoint)
         breaker.before_call()
         try:
@@ -192,6 +212,14 @@ class _VenueHttp:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _outcome(exc: VenueUnavailable) -> str:
+    if isinstance(exc, VenueTimeout):
+        return "timeout"
+    if exc.status is None:
+        return "unavailable"
+    return "server_error" if exc.status >= 500 else "client_error"
 
 
 class _Client:

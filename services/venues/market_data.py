@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -20,6 +22,7 @@ import grpc
 from marketdata import market_data_pb2, market_data_pb2_grpc
 
 from models.payloads import DEFAULT_MAX_SKEW, InvalidRecord, MalformedResponse, PriceRecord, parse_price
+from services import metrics
 from services.venues.http import VenueTimeout, VenueUnavailable
 
 log = logging.getLogger(__name__)
@@ -73,8 +76,10 @@ class MarketDataClient:
         get_price_timeout: float = 2.0,
         max_skew: timedelta = DEFAULT_MAX_SKEW,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        name: str = VENUE,
     ) -> None:
         self.target = target
+        self.name = name  # the venue id in metrics and errors
         self.symbols = tuple(symbols)
         self.update_interval_ms = update_interval_ms
         self.backoff_initial, self.backoff_max = backoff_initial, backoff_max
@@ -93,6 +98,9 @@ class MarketDataClient:
         self._stub = market_data_pb2_grpc.MarketDataServiceStub(self._channel)
         self._lock = threading.Lock()
         self._prices: dict[str, PriceRecord] = {}
+        self._received: dict[str, datetime] = {}  # our clock when each symbol was last refreshed
+        # Recent rejected updates (fields, reason) for the price job to store; bounded if nobody drains.
+        self._rejections: deque[tuple[dict[str, Any], str]] = deque(maxlen=1000)
         self._state = StreamState.IDLE
         self._last_message_at: datetime | None = None
         self._call: Any = None  # the live StreamPrices call, so stop() can cancel it
@@ -114,6 +122,19 @@ class MarketDataClient:
     def snapshot(self) -> dict[str, PriceRecord]:
         with self._lock:
             return dict(self._prices)
+
+    def received(self) -> dict[str, datetime]:
+        """When each cached symbol was last refreshed (stream or poll), by our clock: a quiet market
+        repeats the venue's timestamp, so this, not `PriceRecord.timestamp`, shows a silent stream."""
+        with self._lock:
+            return dict(self._received)
+
+    def drain_rejections(self) -> list[tuple[dict[str, Any], str]]:
+        """Rejected updates since the last call: (raw fields, reason)."""
+        with self._lock:
+            drained = list(self._rejections)
+            self._rejections.clear()
+        return drained
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -146,15 +167,23 @@ class MarketDataClient:
     def get_price(self, symbol: str, *, timeout: float | None = None) -> PriceRecord:
         """Latest price by unary call (deadline `timeout` or `get_price_timeout`); updates the cache."""
         request = market_data_pb2.PriceRequest(symbol=symbol)
+        started = time.perf_counter()
+        outcome = "ok"
         try:
             update = self._stub.GetPrice(request, timeout=timeout or self.get_price_timeout)
         except grpc.RpcError as exc:
             code = _status(exc)
             if code == grpc.StatusCode.NOT_FOUND:
+                outcome = "client_error"
                 raise UnknownSymbol(symbol) from None
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise VenueTimeout(VENUE, "GetPrice", "deadline exceeded") from None
-            raise VenueUnavailable(VENUE, "GetPrice", f"gRPC {code.name if code else exc}") from None
+                outcome = "timeout"
+                raise VenueTimeout(self.name, "GetPrice", "deadline exceeded") from None
+            outcome = "unavailable"
+            raise VenueUnavailable(self.name, "GetPrice", f"gRPC {code.name if code else exc}") from None
+        finally:
+            metrics.VENUE_REQUESTS.labels(self.name, "GetPrice", outcome).inc()
+            metrics.VENUE_REQUEST_DURATION.labels(self.name, "GetPrice").observe(time.perf_counter() - started)
         try:
             record = parse_price(price_fields(update), now=self.clock(), max_skew=self.max_skew)
         except (InvalidRecord, ValueError) as exc:
@@ -211,6 +240,8 @@ class MarketDataClient:
         except (InvalidRecord, ValueError) as exc:
             self.rejected += 1
             log.warning("rejected price update for %r: %s", update.symbol, exc)
+            with self._lock:
+                self._rejections.append((_raw(update), str(exc)))
             return
         self._store(record)
 
@@ -219,3 +250,9 @@ class MarketDataClient:
             current = self._prices.get(record.symbol)
             if current is None or record.timestamp >= current.timestamp:  # ignore out-of-order updates
                 self._prices[record.symbol] = record
+                self._received[record.symbol] = self.clock()
+
+
+def _raw(update: market_data_pb2.PriceUpdate) -> dict[str, Any]:
+    """A rejected update as JSON-safe fields: floats as their repr (NaN is not valid JSON)."""
+    return {key: repr(value) if isinstance(value, float) else value for key, value in price_fields(update).items()}

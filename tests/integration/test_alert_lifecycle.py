@@ -76,6 +76,11 @@ def test_alert_lifecycle_compliance_outbox_and_audit_chain(
     assert _types(escalated) == [("escalated", "critical", "open")]
     assert escalated[0].alert.id == alert_id
     assert escalated[0].alert.observed_value == Decimal("6.25")
+    assert escalated[0].alert.threshold == Decimal(5)
+
+    deescalated = desk.evaluate_with_balance("2000")  # 5: at critical, not above -> back to warning
+    assert _types(deescalated) == [("deescalated", "warning", "open")]
+    assert (deescalated[0].alert.id, deescalated[0].alert.threshold) == (alert_id, Decimal(3))
 
     ack = acknowledge(fresh_engine, alert_id, actor="alice", comment="hedging now", now=desk.at, channels=CHANNELS)
     assert ack.event is not None
@@ -88,10 +93,10 @@ def test_alert_lifecycle_compliance_outbox_and_audit_chain(
     assert desk.evaluate_with_balance("3600") == []  # 2.78: below warn, above clear 2.5 -> stays
     with fresh_engine.connect() as conn:
         [still] = read_alerts(conn, ids=[alert_id])
-    assert (still.state.value, still.severity.value) == ("acknowledged", "critical")
+    assert (still.state.value, still.severity.value) == ("acknowledged", "warning")
 
     resolved = desk.evaluate_with_balance("5000")  # 2: below clear -> resolved
-    assert _types(resolved) == [("resolved", "critical", "resolved")]
+    assert _types(resolved) == [("resolved", "warning", "resolved")]
     with pytest.raises(ConflictError):
         acknowledge(fresh_engine, alert_id, actor="bob", comment="late", now=desk.at)
 
@@ -110,11 +115,13 @@ def test_alert_lifecycle_compliance_outbox_and_audit_chain(
     assert [tuple(h) for h in history] == [
         (None, "warning"),
         ("warning", "breach"),
-        ("breach", "compliant"),
+        ("breach", "warning"),
+        ("warning", "compliant"),
         ("compliant", "warning"),
     ]
-    assert [e.event_type for e in events] == ["opened", "escalated", "acknowledged", "resolved", "opened"]
-    assert events[2].actor == "alice"
+    types = ["opened", "escalated", "deescalated", "acknowledged", "resolved", "opened"]
+    assert [e.event_type for e in events] == types
+    assert events[3].actor == "alice"
     # one outbox row per event per channel, keyed for idempotent delivery, carrying the event document
     assert [(o.event_id, o.channel) for o in outbox] == [(e.id, c) for e in events for c in CHANNELS]
     assert all(o.idempotency_key == f"{o.channel}:{o.event_id}" for o in outbox)
@@ -123,11 +130,11 @@ def test_alert_lifecycle_compliance_outbox_and_audit_chain(
     assert outbox[0].payload["alert"]["threshold"] == "3"
     assert outbox[0].payload["alert"]["account"] == "ex:acct"
     # events were published after commit, in id order (the acknowledgement went through the use case only)
-    assert [e.id for e in desk.published] == [events[i].id for i in (0, 1, 3, 4)]
+    assert [e.id for e in desk.published] == [events[i].id for i in (0, 1, 2, 4, 5)]
 
     monkeypatch.setenv("RISK_MONITOR_DATABASE_URL", fresh_database_url)
     assert cli.main(["audit", "verify"]) == 0
-    assert "audit chain intact: 5 events" in capsys.readouterr().out
+    assert "audit chain intact: 6 events" in capsys.readouterr().out
 
     tampered = events[1].id
     with fresh_engine.begin() as conn:  # the superuser goes behind the trigger's back

@@ -42,7 +42,7 @@ def run_cli(*args: str, timeout: float = 60, **env: str) -> subprocess.Completed
 
 @pytest.mark.parametrize(
     "args",
-    [(), ("serve",), ("db",), ("db", "upgrade"), ("db", "check"), ("config",), ("config", "show")],
+    [(), ("serve",), ("db",), ("db", "upgrade"), ("db", "check"), ("config",), ("config", "show"), ("sandbox",)],
 )
 def test_every_level_has_help(args: tuple[str, ...]) -> None:
     result = run_cli(*args, "--help")

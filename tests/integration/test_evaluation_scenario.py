@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, localcontext
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import Engine, text
 
 from models.risk import RISK_CONTEXT, Limit
@@ -108,7 +109,7 @@ def test_hand_computed_book_raises_exactly_the_expected_alerts(fresh_engine: Eng
                 " FROM alerts a LEFT JOIN accounts ac ON ac.id = a.account_id ORDER BY a.limit_name, 3"
             )
         ).all()
-        compliance = dict(
+        compliance: dict[str, str] = dict(
             conn.execute(
                 text(
                     "SELECT ac.venue_id || ':' || ac.external_id, c.status FROM compliance_status c"
@@ -151,3 +152,22 @@ def test_a_second_pass_over_unchanged_data_writes_no_events(fresh_engine: Engine
     with fresh_engine.connect() as conn:
         assert conn.scalar(text("SELECT count(*) FROM alert_events")) == 6
         assert conn.scalar(text("SELECT count(*) FROM evaluations")) == 2
+
+
+def test_alert_metrics_label_the_symbol_only_when_the_limit_names_one(fresh_engine: Engine) -> None:
+    write_book(fresh_engine)
+    any_short = (
+        '\n[[limit]]\nname = "any-short"\ntype = "position_quantity"\nper_account = true\nside = "short"\nwarn = "20"\n'
+    )
+    limits = install_limits(fresh_engine, LIMITS + any_short, T0 - timedelta(hours=1))
+
+    def count(severity: str, breach_type: str, symbol: str) -> float:
+        labels = {"severity": severity, "breach_type": breach_type, "symbol": symbol}
+        return REGISTRY.get_sample_value("risk_alert_generated_total", labels) or 0.0
+
+    before = (count("warning", "position_quantity", "ETH-USDT"), count("warning", "position_quantity", ""))
+    result = run_evaluation(fresh_engine, limits, T0 + timedelta(seconds=3))
+    [short] = [e.alert for e in result.events if e.alert.limit_name == "any-short"]
+    assert short.symbol == "ETH-USDT"  # the subject names the instrument...
+    assert count("warning", "position_quantity", "") == before[1] + 1  # ...the label doesn't: the limit names none
+    assert count("warning", "position_quantity", "ETH-USDT") == before[0] + 1  # eth-short names ETH-USDT

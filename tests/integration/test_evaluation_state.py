@@ -10,7 +10,7 @@ from sqlalchemy import Engine, text
 
 from models.risk import Limit, LimitType, Scope
 from services import database
-from services.book_loader import load_book
+from services.book_loader import BookCache, LoadedBook, load_book
 from services.evaluation import HistoryState, run_evaluation
 from services.limits_store import current_limits, sync_limits
 from tests.integration.snapshots import Venues
@@ -100,3 +100,35 @@ def test_risk_history_is_written_only_when_due_and_only_for_changed_accounts(fre
             )
         ).all()
     assert [tuple(r) for r in rows] == [("a", Decimal(100)), ("b", Decimal(100)), ("a", Decimal(150))]
+
+
+def test_a_cached_read_rebuilds_only_moved_accounts_and_equals_a_fresh_read(fresh_engine: Engine) -> None:
+    v = Venues.on(fresh_engine)
+    v.venue("ex")
+    for n, account in enumerate(("a", "b", "c", "d", "e")):
+        v.positions("ex", account, {"BTC-USD": (str(n + 1), "100")}, T0, collected=T0)
+        v.balances("ex", account, {"USD": "100"}, T0, collected=T0)
+    cache = BookCache()
+    first = load_book(fresh_engine, cache=cache)
+    kept = cache.positions[first.account_ids["ex:b"]][1]
+    later = T0 + timedelta(seconds=5)
+    v.positions("ex", "a", {"BTC-USD": ("7", "100"), "ETH-USD": ("-2", "10")}, later, collected=later)
+    v.positions("ex", "c", {}, later, collected=later)  # all closed: an empty book, not the cached one
+
+    cached = load_book(fresh_engine, cache=cache)
+    uncached = load_book(fresh_engine)
+
+    def book(loaded: LoadedBook) -> dict[str, list[tuple[str, Decimal]]]:
+        return {a: sorted((p.symbol, p.quantity) for p in ps) for a, ps in loaded.book.positions.items()}
+
+    assert book(cached) == book(uncached)
+    assert book(cached) == {
+        "ex:a": [("BTC-USD", Decimal(7)), ("ETH-USD", Decimal(-2))],
+        "ex:b": [("BTC-USD", Decimal(2))],
+        "ex:d": [("BTC-USD", Decimal(4))],
+        "ex:e": [("BTC-USD", Decimal(5))],
+    }
+    # 2 of 5 heads moved: only those were fetched; an unchanged head's rows are reused, not rebuilt
+    assert cache.positions[first.account_ids["ex:b"]][1] is kept
+    assert cached.data_times == uncached.data_times
+    assert cached.data_times["ex:a"] == later

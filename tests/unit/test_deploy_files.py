@@ -62,3 +62,31 @@ def test_dockerfile_runs_as_non_root_with_a_readiness_healthcheck() -> None:
     assert exposed == {str(Settings().http_port), str(Settings().grpc_port)}
     for var in re.findall(r"(RISK_MONITOR_[A-Z_]+)=", text):
         assert var in KNOWN_ENV, var
+
+
+# --- observability services (issue 6) ------------------------------------------------------------------
+
+
+def test_every_published_port_is_on_loopback() -> None:
+    for name, service in _compose()["services"].items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+
+
+def test_observability_services_mount_the_deploy_files() -> None:
+    services = _compose()["services"]
+    assert {"prometheus", "alertmanager", "grafana"} <= set(services)
+    mounts = {
+        name: [v.split(":")[0] for v in services[name]["volumes"]] for name in ("prometheus", "alertmanager", "grafana")
+    }
+    for name, sources in mounts.items():
+        for source in sources:
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), f"{name} mounts missing {source}"
+    prometheus = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    [scrape] = prometheus["scrape_configs"]
+    http_port = services["risk-monitor"]["environment"]["RISK_MONITOR_HTTP_PORT"]
+    assert scrape["static_configs"][0]["targets"] == [f"risk-monitor:{http_port}"]
+    am_url = services["risk-monitor"]["environment"]["RISK_MONITOR_NOTIFICATIONS_ALERTMANAGER_URL"]
+    am_target = prometheus["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"][0]
+    assert am_url == f"http://{am_target}"

@@ -1,0 +1,1 @@
+"""Optional integration with the trading ecosystem: Redis service registry, configuration service."""

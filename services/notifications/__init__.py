@@ -1,0 +1,1 @@
+"""Alert notifications: the outbox dispatcher, its channels and the Alertmanager re-send job."""
