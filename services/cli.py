@@ -178,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
                 raise  # the package is there but broken: say so
             continue
         register(sub)
+
+    # --- gRPC API client commands (issue 5) ---
+    from services import cli_api
+
+    cli_api.add_commands(sub)
     return parser
 
 
