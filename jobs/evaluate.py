@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from models.risk import Limit
 from services.alert_records import StoredEvent
 from services.book_loader import BookCache, FreshnessSource
-from services.evaluation import HistoryState, run_evaluation
+from services.evaluation import FirmSignalsState, HistoryState, run_evaluation
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ class EvaluateJob:
     freshness: FreshnessSource | None = None  # None: derived from collection_runs
     cache: BookCache = field(default_factory=BookCache)  # rows of accounts whose snapshot head did not move
     per_account_metrics: bool = False
+    firm_signals: FirmSignalsState = field(default_factory=FirmSignalsState)
 
     def __call__(self) -> None:
         result = run_evaluation(
@@ -46,6 +47,7 @@ class EvaluateJob:
             publish=self.publish,
             cache=self.cache,
             per_account_metrics=self.per_account_metrics,
+            firm_signals=self.firm_signals,
         )
         if result.events:
             log.info("evaluation %d: %d alert events", result.evaluation_id, len(result.events))

@@ -65,6 +65,19 @@ class HistoryState:
         return self.last_sample_at is None or now - self.last_sample_at >= timedelta(seconds=self.every_s)
 
 
+@dataclass
+class FirmSignalsState:
+    """Exact firm-wide figures for Prometheus cost ~0.6 s at 10k accounts (every account's exposure, summed
+    exactly), far more than the rest of a pass, so they are refreshed at most every ``every_s``; between
+    refreshes the gauges keep their last values. Prometheus scrapes every 15 s by default."""
+
+    every_s: float = 10.0
+    last_at: datetime | None = None
+
+    def due(self, now: datetime) -> bool:
+        return self.last_at is None or now - self.last_at >= timedelta(seconds=self.every_s)
+
+
 @dataclass(frozen=True, slots=True)
 class EvaluationResult:
     evaluation_id: int
@@ -90,6 +103,7 @@ def run_evaluation(
     day_offset: timedelta = timedelta(0),
     cache: BookCache | None = None,
     per_account_metrics: bool = False,
+    firm_signals: FirmSignalsState | None = None,
 ) -> EvaluationResult:
     """One full pass. ``history`` and ``cache`` are the caller's state across passes (None: none kept)."""
     started = time.perf_counter()
@@ -140,7 +154,10 @@ def run_evaluation(
         now=now,
         limit_symbols=symbols,
         per_account=per_account_metrics,
+        firm_due=firm_signals is None or firm_signals.due(now),
     )
+    if firm_signals is not None and firm_signals.due(now):
+        firm_signals.last_at = now
     return EvaluationResult(evaluation_id, evaluation, loaded, events, compliance_changes, history_rows, timings)
 
 
@@ -155,6 +172,7 @@ def _observe(
     now: datetime,
     limit_symbols: Mapping[str, str],
     per_account: bool,
+    firm_due: bool,
 ) -> None:
     """Export the pass to Prometheus (services/risk_signals.py owns the compliance signals)."""
     for phase, seconds in timings.items():
@@ -184,6 +202,7 @@ def _observe(
             now=now,
             duration_s=timings["total"],
             per_account=per_account,
+            firm_due=firm_due,
         ),
         per_account=per_account,
     )
@@ -198,9 +217,8 @@ def _signals(
     now: datetime,
     duration_s: float,
     per_account: bool,
+    firm_due: bool,
 ) -> risk_signals.EvaluationSignals:
-    firm = evaluation.exposures.get(FIRM)
-    marks = evaluation.marks.get(FIRM)
     utilization: dict[tuple[str, str], Decimal] = {}
     for check in evaluation.checks:  # only checks at or above their clear threshold exist: the others are absent
         key = (check.limit.name, check.limit.type.value)
@@ -217,10 +235,7 @@ def _signals(
     return risk_signals.EvaluationSignals(
         evaluated_at=now,
         duration_s=duration_s,
-        firm_pnl=daily_pnl(marks, firm.equity) if firm is not None and marks is not None else ZERO,
-        drawdown_ratio=drawdown(marks, firm.equity) if firm is not None and marks is not None else ZERO,
-        gross_notional=firm.gross if firm is not None else ZERO,
-        delta_by_asset=delta_by_asset(firm) if firm is not None else {},
+        firm=_firm_figures(evaluation) if firm_due else None,
         utilization=utilization,
         compliance={account: _STATUS[level] for account, level in worst.items()},
         open_alerts=open_alerts,
@@ -228,6 +243,19 @@ def _signals(
             ("scheduled", e.alert.detection_latency_s) for e in events if e.event_type is AlertEvent.OPENED
         ),
         accounts=accounts,
+    )
+
+
+def _firm_figures(evaluation: Evaluation) -> risk_signals.FirmFigures | None:
+    firm = evaluation.exposures.get(FIRM)
+    if firm is None:
+        return None
+    marks = evaluation.marks.get(FIRM)
+    return risk_signals.FirmFigures(
+        pnl=daily_pnl(marks, firm.equity) if marks is not None else ZERO,
+        drawdown_ratio=drawdown(marks, firm.equity) if marks is not None else ZERO,
+        gross_notional=firm.gross,
+        delta_by_asset=delta_by_asset(firm),
     )
 
 

@@ -31,6 +31,16 @@ class AccountExposure:
 
 
 @dataclass(frozen=True)
+class FirmFigures:
+    """Firm-wide figures (exact Decimals from the evaluation)."""
+
+    pnl: Decimal
+    drawdown_ratio: Decimal
+    gross_notional: Decimal
+    delta_by_asset: Mapping[str, Decimal] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class EvaluationSignals:
     """What one evaluation pass found, as plain values. Keys are label values.
 
@@ -42,10 +52,7 @@ class EvaluationSignals:
 
     evaluated_at: datetime
     duration_s: float
-    firm_pnl: Decimal
-    drawdown_ratio: Decimal
-    gross_notional: Decimal
-    delta_by_asset: Mapping[str, Decimal] = field(default_factory=dict)
+    firm: FirmFigures | None  # None: not recomputed this pass; the firm gauges keep their last values
     utilization: Mapping[tuple[str, str], Decimal] = field(default_factory=dict)
     compliance: Mapping[str, str] = field(default_factory=dict)
     open_alerts: Mapping[tuple[str, str], int] = field(default_factory=dict)
@@ -79,10 +86,12 @@ def compliance_level(status: str) -> int:
 
 def publish_evaluation(signals: EvaluationSignals, *, per_account: bool = False) -> None:
     """Export one evaluation pass. Call it once per pass, after the transaction committed."""
-    metrics.PORTFOLIO_PNL.set(float(signals.firm_pnl))
-    metrics.DRAWDOWN_RATIO.set(float(signals.drawdown_ratio))
-    metrics.GROSS_NOTIONAL.set(float(signals.gross_notional))
-    _writer.replace(metrics.DELTA_EXPOSURE, "delta", {(a,): float(v) for a, v in signals.delta_by_asset.items()})
+    if signals.firm is not None:
+        firm = signals.firm
+        metrics.PORTFOLIO_PNL.set(float(firm.pnl))
+        metrics.DRAWDOWN_RATIO.set(float(firm.drawdown_ratio))
+        metrics.GROSS_NOTIONAL.set(float(firm.gross_notional))
+        _writer.replace(metrics.DELTA_EXPOSURE, "delta", {(a,): float(v) for a, v in firm.delta_by_asset.items()})
     _writer.replace(metrics.LIMIT_UTILIZATION, "utilization", {k: float(v) for k, v in signals.utilization.items()})
     _writer.replace(
         metrics.COMPLIANCE_STATUS,

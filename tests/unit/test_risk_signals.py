@@ -17,6 +17,7 @@ from services.http_api import HttpApi
 from services.risk_signals import (
     AccountExposure,
     EvaluationSignals,
+    FirmFigures,
     observe_detection_latency,
     publish_evaluation,
     record_alerts_generated,
@@ -29,10 +30,12 @@ def _signals(**changes: object) -> EvaluationSignals:
     values: dict[str, object] = {
         "evaluated_at": AT,
         "duration_s": 0.2,
-        "firm_pnl": Decimal("-1250.50"),
-        "drawdown_ratio": Decimal("0.042"),
-        "gross_notional": Decimal("2500000"),
-        "delta_by_asset": {"BTC": Decimal("150000"), "ETH": Decimal("-20000")},
+        "firm": FirmFigures(
+            Decimal("-1250.50"),
+            Decimal("0.042"),
+            Decimal("2500000"),
+            {"BTC": Decimal("150000"), "ETH": Decimal("-20000")},
+        ),
         "utilization": {("btc-gross", "gross_notional"): Decimal("0.8"), ("dd", "drawdown"): Decimal("1.1")},
         "compliance": {"binance:main": "compliant", "okx:hedge": "breach"},
         "open_alerts": {("critical", "drawdown"): 1},
@@ -63,7 +66,11 @@ def test_publish_sets_firm_figures_utilization_and_compliance() -> None:
 def test_vanished_label_sets_are_removed_not_left_at_their_last_value() -> None:
     publish_evaluation(_signals())
     publish_evaluation(
-        _signals(delta_by_asset={"BTC": Decimal(1)}, open_alerts={}, compliance={"okx:hedge": "warning"})
+        _signals(
+            firm=FirmFigures(Decimal(0), Decimal(0), Decimal(0), {"BTC": Decimal(1)}),
+            open_alerts={},
+            compliance={"okx:hedge": "warning"},
+        )
     )
     assert _value("risk_delta_exposure", asset="ETH") is None
     assert _value("risk_open_alerts", severity="critical", breach_type="drawdown") is None
