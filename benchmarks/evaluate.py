@@ -28,7 +28,7 @@ from sqlalchemy import Engine, text
 from models.risk import evaluate
 from services import database
 from services.book_loader import BOOK_QUERIES, BookCache, load_book
-from services.evaluation import FirmSignalsState, HistoryState, _firm_figures, run_evaluation
+from services.evaluation import FirmSignalsState, HistoryState, firm_figures, run_evaluation
 from services.limits_store import current_limits, sync_limits
 from services.raw_rows import fetch_all
 from services.snapshot_store import AccountSnapshot, RunRecord, SnapshotStore
@@ -173,7 +173,7 @@ def main() -> None:
                 )
             )
             full_t.append(seconds)
-            firm_t.append(timed(partial(_firm_figures, result.evaluation))[0])
+            firm_t.append(timed(partial(firm_figures, result.evaluation))[0])
             # every head moved (no cache): what a pass costs right after every venue's batch landed
             cold_t.append(
                 timed(

@@ -235,7 +235,7 @@ def _signals(
     return risk_signals.EvaluationSignals(
         evaluated_at=now,
         duration_s=duration_s,
-        firm=_firm_figures(evaluation) if firm_due else None,
+        firm=firm_figures(evaluation) if firm_due else None,
         utilization=utilization,
         compliance={account: _STATUS[level] for account, level in worst.items()},
         open_alerts=open_alerts,
@@ -246,7 +246,7 @@ def _signals(
     )
 
 
-def _firm_figures(evaluation: Evaluation) -> risk_signals.FirmFigures | None:
+def firm_figures(evaluation: Evaluation) -> risk_signals.FirmFigures | None:
     firm = evaluation.exposures.get(FIRM)
     if firm is None:
         return None
