@@ -13,7 +13,7 @@ from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExe
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from services import metrics
+from services import metrics, tracing
 from services.logs import log_context
 
 log = logging.getLogger(__name__)
@@ -54,10 +54,11 @@ def instrumented(job_id: str, func: Callable[[], object]) -> Callable[[], None]:
     @functools.wraps(func)
     def run() -> None:
         started = time.perf_counter()
-        with log_context(job=job_id):
+        with log_context(job=job_id), tracing.span(f"job {job_id}", job=job_id) as span:
             try:
                 func()
-            except Exception:
+            except Exception as exc:
+                tracing.record_error(span, exc)  # caught here, so the span would not see it
                 metrics.JOB_FAILURES.labels(job_id).inc()
                 log.exception("job %s failed", job_id)
             finally:

@@ -22,7 +22,7 @@ from jobs.collect import Collection, build_collection
 from jobs.evaluate import EvaluateJob
 from jobs.reload_limits import ReloadLimitsJob
 from jobs.resync_tick_state import ResyncTickStateJob
-from services import database, metrics, partitions
+from services import database, metrics, partitions, tracing
 from services.alert_feed import AlertFeed
 from services.book_loader import load_book
 from services.config import Settings, secret_from_env
@@ -65,11 +65,20 @@ class Monitor:
     alert_feed: AlertFeed = field(default_factory=AlertFeed)
     limits: LimitsReloader | None = None
     api: RiskApi | None = None
+    tracing: tracing.Tracing | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
         s = self.settings
         try:
+            # First, so every job, venue call and RPC below is traced (off unless an endpoint is set).
+            self.tracing = tracing.configure(
+                s.tracing_otlp_endpoint,
+                service_name=s.tracing_service_name or s.service_name,
+                instance=s.service_instance,
+                environment=s.service_environment,
+                sample_ratio=s.tracing_sample_ratio,
+            )
             url = s.database_url
             if s.embedded:
                 # The embedded default migrates itself so a newcomer's first command just works;
@@ -297,6 +306,7 @@ class Monitor:
             self.engine.dispose()
         if self.embedded is not None:
             self.embedded.stop()
+        tracing.shutdown(self.tracing)  # last: exports the spans of the final job runs and RPCs
         if self.http is not None:
             log.info("risk-monitor stopped")
 

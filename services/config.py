@@ -74,6 +74,18 @@ def _parse_float(value: object) -> float:
     return number
 
 
+def _parse_ratio(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise TypeError("a number from 0 to 1")
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except ValueError:
+        raise TypeError("a number from 0 to 1") from None
+    if not 0.0 <= number <= 1.0:
+        raise TypeError("a number from 0 to 1")
+    return number
+
+
 def _parse_bool(value: object) -> bool:
     if isinstance(value, bool):
         return value
@@ -182,6 +194,16 @@ _FIELDS: tuple[_Field, ...] = (
         secret=True,
     ),
     _Field("notifications.audit_url", _parse_str, "Audit correlator base URL (POST /api/v1/audit/events)."),
+    _Field(
+        "tracing.otlp_endpoint",
+        _parse_str,
+        "OTLP/HTTP traces URL, e.g. http://127.0.0.1:4318/v1/traces (empty: tracing off).",
+        secret=True,  # a collector URL may carry credentials; shown with the password masked
+    ),
+    _Field(
+        "tracing.sample_ratio", _parse_ratio, "Share of new traces recorded, 0-1 (a caller's sampled trace is kept)."
+    ),
+    _Field("tracing.service_name", _parse_str, "Service name on spans (empty: service.name)."),
     _Field("registry.enabled", _parse_bool, "Register this instance in the ecosystem's Redis service registry."),
     _Field("registry.redis_url", _parse_str, "Redis URL of the service registry.", secret=True),
     _Field("registry.ttl_s", _parse_int, "TTL of the registration key (seconds)."),
@@ -289,6 +311,9 @@ class Settings:
     notifications_webhook_url: str = ""
     notifications_webhook_secret_env: str = ""
     notifications_audit_url: str = ""
+    tracing_otlp_endpoint: str = ""
+    tracing_sample_ratio: float = 1.0
+    tracing_service_name: str = ""
     registry_enabled: bool = False
     registry_redis_url: str = "redis://127.0.0.1:6379/0"
     registry_ttl_s: int = 90
@@ -363,7 +388,7 @@ def mask_secret(key: str, value: object) -> str:
             return make_url(text).render_as_string(hide_password=True)
         except ArgumentError:
             return "***"
-    if key == "registry.redis_url":
+    if key in ("registry.redis_url", "tracing.otlp_endpoint"):
         return _mask_url_password(text)
     return "***"
 

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from services import tracing
+
 _context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("log_context", default=None)
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -30,7 +32,12 @@ def log_context(**fields: Any) -> Iterator[None]:
 
 
 def current_context() -> dict[str, Any]:
-    return dict(_context.get() or {})
+    """The fields of ``log_context`` blocks, plus ``trace_id``/``span_id`` inside a recorded span."""
+    fields = dict(_context.get() or {})
+    ids = tracing.current_ids()
+    if ids is not None:
+        fields["trace_id"], fields["span_id"] = ids
+    return fields
 
 
 class JsonFormatter(logging.Formatter):

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import requests
 
+from services import tracing
 from services.notifications import documents
 
 
@@ -48,11 +49,13 @@ class HttpJsonPoster:
     session: requests.Session = field(default_factory=requests.Session)
 
     def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Delivery:
+        sent = {"Content-Type": "application/json", "User-Agent": documents.SOURCE, **headers}
+        tracing.inject(sent)  # traceparent of the dispatch span, so receivers can join the trace
         try:
             response = self.session.post(
                 url,
                 data=body,
-                headers={"Content-Type": "application/json", "User-Agent": documents.SOURCE, **headers},
+                headers=sent,
                 timeout=self.timeout_s,
             )
         except requests.RequestException as exc:
@@ -96,7 +99,7 @@ class AuditChannel:
     name: str = "audit"
 
     def deliver(self, document: Mapping[str, Any], idempotency_key: str) -> Delivery:
-        body = documents.canonical_json(documents.audit_event(document))
+        body = documents.canonical_json(documents.audit_event(document, trace_id=tracing.current_trace_id()))
         url = self.base_url.rstrip("/") + "/api/v1/audit/events"
         return self.poster.post(url, body, {"Idempotency-Key": idempotency_key})
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from services import metrics
+from services import metrics, tracing
 from services.notifications import outbox
 from services.notifications.channels import Channel
 
@@ -51,7 +51,13 @@ class Dispatcher:
             items = outbox.claim(session, name, limit=self.batch_size, lease_s=self.lease_s)
         delivered = 0
         for index, item in enumerate(items):
-            result = channel.deliver(item.payload, item.idempotency_key)
+            with tracing.span(f"notify {name}", kind=tracing.SpanKind.CLIENT, channel=name, outbox_id=item.id) as span:
+                # Inside the span: channels put its trace id in the request (traceparent, audit details).
+                result = channel.deliver(item.payload, item.idempotency_key)
+                if result.status_code is not None:
+                    span.set_attribute("http.response.status_code", result.status_code)
+                if not result.ok:
+                    tracing.record_error(span, "delivery failed")
             if result.ok:
                 with self.sessions.begin() as session:
                     latency = outbox.record_delivered(session, item, status_code=result.status_code)

@@ -45,8 +45,11 @@ def audit_event_type(limit_type: str) -> str:
     return _AUDIT_EVENT_TYPES.get(limit_type, "risk_alert_generated")
 
 
-def audit_event(document: Mapping[str, Any]) -> dict[str, str]:
-    """The audit correlator's ``{event_type, source, message}``; the details travel in ``message``."""
+def audit_event(document: Mapping[str, Any], *, trace_id: str | None = None) -> dict[str, str]:
+    """The audit correlator's ``{event_type, source, message}``; the details travel in ``message``.
+
+    ``trace_id``: the delivering span's trace, so the audit trail links to the trace of the dispatch.
+    """
     alert = document["alert"]
     where = ", ".join(
         part
@@ -63,6 +66,7 @@ def audit_event(document: Mapping[str, Any]) -> dict[str, str]:
         f"{' on ' + where if where else ''}; observed {alert['observed_value']} vs threshold {alert['threshold']}"
         f"; state {alert['state']}; data time {alert['data_time']}; event {document['event_id']}"
         f" at {document['occurred_at']}; fingerprint {alert['fingerprint']}"
+        f"{'; trace ' + trace_id if trace_id else ''}"
     )
     return {"event_type": audit_event_type(str(alert["limit_type"])), "source": SOURCE, "message": message}
 

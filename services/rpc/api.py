@@ -26,6 +26,7 @@ from services.live_risk import LiveRisk
 from services.rpc.auth import TokenAuthInterceptor, load_tokens
 from services.rpc.server import ServiceRegistration, tls_credentials
 from services.rpc.servicer import SERVICE_NAME, Acknowledge, RiskMonitorServicer
+from services.rpc.trace_interceptor import TracingInterceptor
 from services.tick_alerts import Persist, TickAlertWriter
 
 OPERATOR_METHODS = ("AcknowledgeAlert", "StreamTicks")  # they change state; everything else reads
@@ -103,11 +104,12 @@ def build_api(
     live = LiveRisk(book, limits, clock(), writer)
     servicer = RiskMonitorServicer(engine, poller, live, acknowledge, clock)
     principals = load_tokens(s.grpc_tokens, s.grpc_tokens_file)
-    interceptors = (
-        [TokenAuthInterceptor(principals, protected_service=SERVICE_NAME, operator_methods=OPERATOR_METHODS)]
-        if principals
-        else []
-    )
+    # Tracing first, so refused calls are traced too; it passes handlers through while tracing is off.
+    interceptors: list[grpc.ServerInterceptor] = [TracingInterceptor()]
+    if principals:
+        interceptors.append(
+            TokenAuthInterceptor(principals, protected_service=SERVICE_NAME, operator_methods=OPERATOR_METHODS)
+        )
     if bool(s.grpc_tls_cert) != bool(s.grpc_tls_key):
         raise ConfigError("'grpc.tls_cert' and 'grpc.tls_key' must be set together")
     if s.grpc_tls_client_ca and not s.grpc_tls_cert:

@@ -41,7 +41,7 @@ from models.payloads import (
     parse_segregated_balances,
     parse_settlements,
 )
-from services import metrics
+from services import metrics, tracing
 from services.venues.breaker import BreakerState, CircuitBreaker, CircuitOpen
 
 log = logging.getLogger(__name__)
@@ -147,20 +147,25 @@ class _VenueHttp:
     def get(self, endpoint: str, path: str, params: Mapping[str, str] | None = None) -> bytes:
         started = time.perf_counter()
         outcome = "unavailable"
-        try:
-            body = self._get(endpoint, path, params)
-            outcome = "ok"
-            return body
-        except CircuitOpen:
-            outcome = "circuit_open"
-            raise
-        except VenueUnavailable as exc:
-            outcome = _outcome(exc)
-            raise
-        finally:
-            metrics.VENUE_REQUESTS.labels(self.name, endpoint, outcome).inc()
-            if outcome != "circuit_open":  # not a call: it would drag the latency buckets towards 0
-                metrics.VENUE_REQUEST_DURATION.labels(self.name, endpoint).observe(time.perf_counter() - started)
+        # No URL on the span: venue URLs may carry credentials, and paths carry account ids.
+        with tracing.span(
+            f"venue {endpoint}", kind=tracing.SpanKind.CLIENT, venue=self.name, endpoint=endpoint
+        ) as span:
+            try:
+                body = self._get(endpoint, path, params)
+                outcome = "ok"
+                return body
+            except CircuitOpen:
+                outcome = "circuit_open"
+                raise
+            except VenueUnavailable as exc:
+                outcome = _outcome(exc)
+                raise
+            finally:
+                span.set_attribute("outcome", outcome)
+                metrics.VENUE_REQUESTS.labels(self.name, endpoint, outcome).inc()
+                if outcome != "circuit_open":  # not a call: it would drag the latency buckets towards 0
+                    metrics.VENUE_REQUEST_DURATION.labels(self.name, endpoint).observe(time.perf_counter() - started)
 
     def _get(self, endpoint: str, path: str, params: Mapping[str, str] | None) -> bytes:
         breaker = self.breaker(endpoint)
@@ -172,6 +177,7 @@ class _VenueHttp:
                 timeout=(self.policy.connect_timeout, self.policy.read_timeout),
             )
             body = response.content
+            tracing.annotate(**{"http.response.status_code": response.status_code})
         except requests.RequestException as exc:
             breaker.record_failure()
             error = self._translate(endpoint, exc)

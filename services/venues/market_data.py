@@ -22,7 +22,7 @@ import grpc
 from marketdata import market_data_pb2, market_data_pb2_grpc
 
 from models.payloads import DEFAULT_MAX_SKEW, InvalidRecord, MalformedResponse, PriceRecord, parse_price
-from services import metrics
+from services import metrics, tracing
 from services.venues.http import VenueTimeout, VenueUnavailable
 
 log = logging.getLogger(__name__)
@@ -169,21 +169,27 @@ class MarketDataClient:
         request = market_data_pb2.PriceRequest(symbol=symbol)
         started = time.perf_counter()
         outcome = "ok"
-        try:
-            update = self._stub.GetPrice(request, timeout=timeout or self.get_price_timeout)
-        except grpc.RpcError as exc:
-            code = _status(exc)
-            if code == grpc.StatusCode.NOT_FOUND:
-                outcome = "client_error"
-                raise UnknownSymbol(symbol) from None
-            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                outcome = "timeout"
-                raise VenueTimeout(self.name, "GetPrice", "deadline exceeded") from None
-            outcome = "unavailable"
-            raise VenueUnavailable(self.name, "GetPrice", f"gRPC {code.name if code else exc}") from None
-        finally:
-            metrics.VENUE_REQUESTS.labels(self.name, "GetPrice", outcome).inc()
-            metrics.VENUE_REQUEST_DURATION.labels(self.name, "GetPrice").observe(time.perf_counter() - started)
+        with tracing.span(
+            "venue GetPrice", kind=tracing.SpanKind.CLIENT, venue=self.name, endpoint="GetPrice", symbol=symbol
+        ) as span:
+            try:
+                update = self._stub.GetPrice(request, timeout=timeout or self.get_price_timeout)
+            except grpc.RpcError as exc:
+                code = _status(exc)
+                span.set_attribute("rpc.grpc.status_code", code.value[0] if code else -1)
+                if code == grpc.StatusCode.NOT_FOUND:
+                    outcome = "client_error"
+                    raise UnknownSymbol(symbol) from None
+                if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    outcome = "timeout"
+                    raise VenueTimeout(self.name, "GetPrice", "deadline exceeded") from None
+                outcome = "unavailable"
+                raise VenueUnavailable(self.name, "GetPrice", f"gRPC {code.name if code else exc}") from None
+            finally:
+                span.set_attribute("outcome", outcome)
+                metrics.VENUE_REQUESTS.labels(self.name, "GetPrice", outcome).inc()
+                metrics.VENUE_REQUEST_DURATION.labels(self.name, "GetPrice").observe(time.perf_counter() - started)
+            span.set_attribute("rpc.grpc.status_code", grpc.StatusCode.OK.value[0])
         try:
             record = parse_price(price_fields(update), now=self.clock(), max_skew=self.max_skew)
         except (InvalidRecord, ValueError) as exc:

@@ -95,3 +95,25 @@ def test_reference_lists_every_setting_with_its_variable() -> None:
     assert rows["database.url"] == "RISK_MONITOR_DATABASE_URL"
     assert rows["http.port"] == "RISK_MONITOR_HTTP_PORT"
     assert set(config.Settings().masked()) == set(rows)
+
+
+def test_tracing_is_off_by_default_and_reads_its_keys_from_the_environment() -> None:
+    assert config.Settings().tracing_otlp_endpoint == ""
+    settings = config.load(
+        env={
+            "RISK_MONITOR_TRACING_OTLP_ENDPOINT": "http://otel:pw@127.0.0.1:4318/v1/traces",
+            "RISK_MONITOR_TRACING_SAMPLE_RATIO": "0.25",
+        }
+    )
+    assert (settings.tracing_otlp_endpoint, settings.tracing_sample_ratio) == (
+        "http://otel:pw@127.0.0.1:4318/v1/traces",
+        0.25,
+    )
+    assert settings.masked()["tracing.otlp_endpoint"] == "http://otel:***@127.0.0.1:4318/v1/traces"
+    assert config.load(env={"RISK_MONITOR_TRACING_SAMPLE_RATIO": "0"}).tracing_sample_ratio == 0.0
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "often"])
+def test_sample_ratio_outside_zero_to_one_is_rejected(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"tracing\.sample_ratio.*from 0 to 1"):
+        config.load(env={"RISK_MONITOR_TRACING_SAMPLE_RATIO": value})
