@@ -46,11 +46,7 @@ def _traced(handler: Handler, method: str, headers: dict[str, str]) -> Handler:
         return tracing.start_span(f"rpc {method}", kind=tracing.SpanKind.SERVER, parent_headers=headers, **attributes)
 
     def finish(span: trace.Span, context: grpc.ServicerContext, error: BaseException | None) -> None:
-        code = context.code() if hasattr(context, "code") else None  # set by abort() or set_code()
-        if code is None and isinstance(error, GeneratorExit):
-            code = grpc.StatusCode.CANCELLED  # the stream was closed before it ended: the client went away
-        elif code is None:
-            code = grpc.StatusCode.UNKNOWN if error is not None else grpc.StatusCode.OK
+        code = _status(context, error)
         span.set_attribute("rpc.grpc.status_code", code.value[0])
         if code is not grpc.StatusCode.OK:
             tracing.record_error(span, code.name)
@@ -108,3 +104,20 @@ def _traced(handler: Handler, method: str, headers: dict[str, str]) -> Handler:
 
 
 _END = object()
+
+
+def _status(context: grpc.ServicerContext, error: BaseException | None) -> grpc.StatusCode:
+    """The status the call ended with, as far as the server can tell."""
+    # code() is set by abort()/set_code(); grpcio has it since 1.38, the type stubs do not.
+    read_code = getattr(context, "code", None)
+    code: grpc.StatusCode | None = read_code() if read_code is not None else None
+    if code is not None:
+        return code
+    if error is not None and not isinstance(error, GeneratorExit):
+        return grpc.StatusCode.UNKNOWN  # grpc turns an unexpected exception into UNKNOWN
+    if error is not None or not context.is_active():
+        # The client went away (or its deadline passed) and the stream was closed or gave up.
+        remaining = context.time_remaining()
+        expired = remaining is not None and remaining <= 0
+        return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.OK

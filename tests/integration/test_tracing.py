@@ -21,18 +21,20 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from riskmonitor.v1 import risk_monitor_pb2 as pb
+from riskmonitor.v1 import risk_monitor_pb2_grpc as pb_grpc
 from sqlalchemy import Engine
 
 from jobs.schedule import instrumented
 from sandbox import RunningSandbox, start
 from services import database, tracing
+from services.app import Monitor
 from services.config import Settings
 from services.logs import JsonFormatter, TextFormatter
 from services.notifications.channels import AuditChannel, HttpJsonPoster
 from services.notifications.dispatcher import Dispatcher
 from services.venues.http import ExchangeClient, HttpPolicy, VenueUnavailable
 from services.venues.market_data import MarketDataClient, UnknownSymbol
-from tests.ecosystem_fixtures import Receiver
+from tests.ecosystem_fixtures import Receiver, wait_until
 from tests.integration.outbox_rows import add_event, insert_alert
 from tests.integration.rpc_harness import serving
 
@@ -244,6 +246,32 @@ def test_served_rpcs_are_traced_with_their_status_and_the_callers_parent(
     assert TOKEN.encode() not in exported  # metadata other than traceparent never reaches a span
 
 
+def test_a_streaming_rpc_is_one_span_that_ends_when_the_stream_does(
+    traced: tracing.Tracing, otlp: OtlpReceiver, engine: Engine
+) -> None:
+    name = "rpc /riskmonitor.v1.RiskMonitorService/WatchAlerts"
+    with serving(engine) as api:
+        stream = api.stub.WatchAlerts(pb.WatchAlertsRequest(), timeout=1.0)
+        with pytest.raises(grpc.RpcError) as ended:
+            list(stream)
+        assert ended.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+
+        def exported() -> bool:
+            traced.flush()
+            return bool(otlp.named(name))
+
+        wait_until(exported, timeout_s=20)  # the server ends its span when grpc closes the generator
+    [span] = otlp.named(name)
+    assert span.kind == Span.SPAN_KIND_SERVER
+    # The server saw the client's deadline pass (or, on a slow machine, only the closed stream).
+    assert attrs(span)["rpc.grpc.status_code"] in {
+        grpc.StatusCode.DEADLINE_EXCEEDED.value[0],
+        grpc.StatusCode.CANCELLED.value[0],
+    }
+    assert span.status.code == Status.STATUS_CODE_ERROR
+    assert span.end_time_unix_nano > span.start_time_unix_nano
+
+
 def test_notification_dispatch_sends_traceparent_and_the_audit_event_names_the_trace(
     traced: tracing.Tracing, otlp: OtlpReceiver, engine: Engine, receiver: Receiver
 ) -> None:
@@ -297,3 +325,27 @@ def test_with_tracing_off_nothing_is_exported_and_logs_have_no_trace_id(
     assert "trace_id" not in log_lines[1].getvalue()
     [request] = receiver.requests
     assert "traceparent" not in {k.lower() for k in request.headers}
+
+
+def test_the_monitor_traces_when_configured_and_flushes_on_stop(database_url: str, otlp: OtlpReceiver) -> None:
+    settings = Settings(
+        database_url=database_url,
+        http_port=0,
+        grpc_port=0,
+        service_instance="i-9",
+        tracing_otlp_endpoint=otlp.start(),
+        tracing_service_name="rm-monitor-test",
+    )
+    monitor = Monitor(settings)
+    monitor.start()
+    try:
+        assert tracing.enabled()
+        with grpc.insecure_channel(f"127.0.0.1:{monitor.grpc_port}") as channel:
+            pb_grpc.RiskMonitorServiceStub(channel).ListAlerts(pb.ListAlertsRequest(), timeout=10)
+    finally:
+        monitor.stop()
+    assert not tracing.enabled()
+    # No flush here: stop() must have exported what was still queued in the batch processor.
+    rpc = otlp.one("rpc /riskmonitor.v1.RiskMonitorService/ListAlerts")
+    resource = next(r for r, s in otlp.spans if s is rpc)
+    assert (resource["service.name"], resource["service.instance.id"]) == ("rm-monitor-test", "i-9")
