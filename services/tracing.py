@@ -163,9 +163,11 @@ def record_error(current: Span, exc: BaseException | str) -> None:
 
 
 def current_ids() -> tuple[str, str] | None:
-    """(trace id, span id) in hex of the active span, or None outside a recorded span."""
+    """(trace id, span id) in hex of the active span, or None outside a sampled span.
+
+    An unsampled span is never exported, so logs and audit events naming it would point nowhere."""
     context = trace.get_current_span().get_span_context()
-    if not context.is_valid:
+    if not context.is_valid or not context.trace_flags.sampled:
         return None
     return format(context.trace_id, "032x"), format(context.span_id, "016x")
 
@@ -176,6 +178,8 @@ def current_trace_id() -> str | None:
 
 
 def inject(headers: MutableMapping[str, str]) -> None:
-    """Add ``traceparent`` for the active span to outgoing request headers (nothing outside a span)."""
-    if current_ids() is not None:
+    """Add ``traceparent`` for the active span to outgoing request headers (nothing outside a span).
+
+    Unsampled spans propagate too (flag 00), so the receiver does not start a sampled trace of its own."""
+    if trace.get_current_span().get_span_context().is_valid:
         _propagator.inject(headers)

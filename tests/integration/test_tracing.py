@@ -295,6 +295,32 @@ def test_notification_dispatch_sends_traceparent_and_the_audit_event_names_the_t
     assert attrs(span)["http.response.status_code"] == 200
 
 
+def test_an_unsampled_trace_is_not_exported_nor_named_in_logs(
+    otlp: OtlpReceiver, log_lines: tuple[io.StringIO, io.StringIO]
+) -> None:
+    handle = tracing.configure(otlp.start(), service_name="rm-test", sample_ratio=0.0)
+    assert handle is not None
+    try:
+        seen: dict[str, object] = {}
+
+        def job() -> None:
+            seen["trace_id"] = tracing.current_trace_id()
+            headers: dict[str, str] = {}
+            tracing.inject(headers)
+            seen["traceparent"] = headers.get("traceparent", "")
+            logging.getLogger("tracing_test").info("not sampled")
+
+        instrumented("unsampled_test", job)()
+        assert handle.flush()
+    finally:
+        handle.shutdown()
+    assert otlp.spans == []
+    assert seen["trace_id"] is None
+    assert int(str(seen["traceparent"]).rsplit("-", 1)[1], 16) & 1 == 0  # propagated as "not sampled"
+    [line] = [json.loads(x) for x in log_lines[0].getvalue().splitlines()]
+    assert "trace_id" not in line
+
+
 def test_with_tracing_off_nothing_is_exported_and_logs_have_no_trace_id(
     otlp: OtlpReceiver, sandbox: RunningSandbox, log_lines: tuple[io.StringIO, io.StringIO], receiver: Receiver
 ) -> None:
