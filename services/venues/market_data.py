@@ -244,10 +244,11 @@ class MarketDataClient:
         try:
             record = parse_price(price_fields(update), now=now, max_skew=self.max_skew)
         except (InvalidRecord, ValueError) as exc:
-            self.rejected += 1
-            log.warning("rejected price update for %r: %s", update.symbol, exc)
+            # Queue before counting: a reader that sees the count must find the rejection to drain.
             with self._lock:
                 self._rejections.append((_raw(update), str(exc)))
+                self.rejected += 1
+            log.warning("rejected price update for %r: %s", update.symbol, exc)
             return
         self._store(record)
 
