@@ -174,7 +174,17 @@ def main() -> None:
                 cpu_start, wall_start = time.process_time(), time.monotonic()
                 missed_start = counter_total("risk_monitor_job_missed_total")
                 assert monitor.scheduler is not None
+                rss_timeline: list[float] = []
+                sampling = threading.Event()
+
+                def sample_rss() -> None:  # a timeline tells a plateau (caches warming) from a leak (a slope)
+                    while not sampling.wait(15):
+                        rss_timeline.append(round(rss_mb(), 1))
+
+                sampler = threading.Thread(target=sample_rss, daemon=True)
+                sampler.start()
                 loaded_lateness = run_probe(monitor.scheduler, probe, args.minutes * 60)
+                sampling.set()
                 cpu = time.process_time() - cpu_start
                 wall = time.monotonic() - wall_start
                 rss_end = rss_mb()
@@ -201,6 +211,7 @@ def main() -> None:
     evaluate_runs = runs.get("evaluate", 0.0)
     print(f"accounts: {accounts}, latest positions: {positions}, loaded phase: {wall:.0f} s")
     print(f"RSS: {rss_start:.1f} MB after warm-up -> {rss_end:.1f} MB at end ({rss_end - rss_start:+.1f} MB)")
+    print(f"RSS every 15 s (MB): {rss_timeline}")
     print(f"scheduler lateness idle:   {idle_lateness}")
     print(f"scheduler lateness loaded: {loaded_lateness}")
     print(f"CPU share of the monitor process: {cpu / wall:.1%} of one core ({cpu:.0f} s CPU / {wall:.0f} s wall)")
