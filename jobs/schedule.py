@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -30,6 +31,13 @@ class ScheduledJob:
     every_s: float
     executor: str = "default"  # a named thread pool (see add_pools); collection jobs get one per venue
     run_at_start: bool = False  # first run immediately instead of one interval after start
+    exclusive: bool = True  # with leases, runs on one replica at a time (False: every replica runs it)
+
+
+class Leases(Protocol):
+    """Job leases across replicas (services/leases.py): ``claim`` is True when this replica may run the job."""
+
+    def claim(self, job_id: str) -> bool: ...
 
 
 def build_scheduler(max_workers: int = 16) -> BackgroundScheduler:
@@ -48,21 +56,32 @@ def build_scheduler(max_workers: int = 16) -> BackgroundScheduler:
     return scheduler
 
 
-def instrumented(job_id: str, func: Callable[[], object]) -> Callable[[], None]:
-    """Time every run, count failures, and log them with the job in context; never raise into APScheduler."""
+def instrumented(
+    job_id: str, func: Callable[[], object], claim: Callable[[str], bool] | None = None
+) -> Callable[[], None]:
+    """Time every run, count failures, and log them with the job in context; never raise into APScheduler.
+
+    With ``claim``, a run first claims the job's lease and is skipped (counted, not timed) when another
+    replica holds it. A claim that raises (database down) is a failed run like any other."""
 
     @functools.wraps(func)
     def run() -> None:
         started = time.perf_counter()
+        ran = True
         with log_context(job=job_id), tracing.span(f"job {job_id}", job=job_id) as span:
             try:
+                if claim is not None and not claim(job_id):
+                    ran = False
+                    metrics.JOB_NOT_LEADER.labels(job_id).inc()
+                    return
                 func()
             except Exception as exc:
                 tracing.record_error(span, exc)  # caught here, so the span would not see it
                 metrics.JOB_FAILURES.labels(job_id).inc()
                 log.exception("job %s failed", job_id)
             finally:
-                metrics.JOB_DURATION.labels(job_id).observe(time.perf_counter() - started)
+                if ran:
+                    metrics.JOB_DURATION.labels(job_id).observe(time.perf_counter() - started)
 
     return run
 
@@ -73,12 +92,15 @@ def add_pools(scheduler: BackgroundScheduler, pools: Mapping[str, int]) -> None:
         scheduler.add_executor(ThreadPoolExecutor(max_workers=threads), alias)
 
 
-def register(scheduler: BackgroundScheduler, jobs: list[ScheduledJob]) -> None:
-    """Register (or replace) every job; jobs live in code, so they are registered at every start."""
+def register(scheduler: BackgroundScheduler, jobs: list[ScheduledJob], leases: Leases | None = None) -> None:
+    """Register (or replace) every job; jobs live in code, so they are registered at every start.
+
+    With ``leases``, each exclusive job runs only on the replica holding its lease (the job code is unchanged)."""
     for job in jobs:
         first_run = {"next_run_time": datetime.now(UTC)} if job.run_at_start else {}
+        claim = leases.claim if leases is not None and job.exclusive else None
         scheduler.add_job(
-            instrumented(job.id, job.func),
+            instrumented(job.id, job.func, claim),
             "interval",
             seconds=job.every_s,
             id=job.id,

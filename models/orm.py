@@ -457,6 +457,20 @@ class ComplianceHistoryRow(Base):
     reason: Mapped[str | None]
 
 
+class JobLeaseRow(Base):
+    """Which replica runs a scheduled job: claimed and renewed with one upsert (services/leases.py).
+
+    Times are the database's clock, so replicas' clocks never need to agree."""
+
+    __tablename__ = "job_leases"
+
+    job_id: Mapped[str] = mapped_column(primary_key=True)
+    holder: Mapped[str]  # "<service.instance>#<pid>#<random>": unique per process, even across restarts
+    acquired_at: Mapped[datetime]
+    renewed_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+
+
 class NotificationOutboxRow(Base):
     """Transactional outbox: written with the alert event, delivered by the dispatcher at least once."""
 

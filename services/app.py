@@ -27,9 +27,9 @@ from services.alert_feed import AlertFeed
 from services.book_loader import load_book
 from services.config import Settings, secret_from_env
 from services.ecosystem import registry
-from services.errors import DatabaseUnavailable
 from services.evaluation import HistoryState
 from services.http_api import HttpApi
+from services.leases import JobLeases, holder_id
 from services.limits_reloader import LimitsReloader
 from services.notifications import setup as notifications_setup
 from services.rpc.api import RiskApi, acknowledge_with_store, build_api
@@ -66,6 +66,8 @@ class Monitor:
     limits: LimitsReloader | None = None
     api: RiskApi | None = None
     tracing: tracing.Tracing | None = None
+    leases: JobLeases | None = None
+    _ping: database.BoundedPing | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
@@ -97,17 +99,18 @@ class Monitor:
             self.sessions = database.session_factory(self.engine)
 
             self.scheduler = schedule.build_scheduler()
-            schedule.register(self.scheduler, [*self._observability_jobs()])
+            self._lease_jobs(self.engine)  # --- several replicas (issue 8): one runner per job ---
+            schedule.register(self.scheduler, [*self._observability_jobs()], self.leases)
 
             # --- collection (issue 3): venue clients, price streams, one job per venue and kind ---
             self.collection = build_collection(s, self.engine)
             schedule.add_pools(self.scheduler, self.collection.pools)
-            schedule.register(self.scheduler, self.collection.jobs)
+            schedule.register(self.scheduler, self.collection.jobs, self.leases)
             self.collection.start()
 
-            schedule.register(self.scheduler, self._evaluation_jobs(self.engine, self.collection))
+            schedule.register(self.scheduler, self._evaluation_jobs(self.engine, self.collection), self.leases)
             # --- history partitions and retention (issue 8): hourly, and once at start ---
-            schedule.register(self.scheduler, [self._partition_job()])
+            schedule.register(self.scheduler, [self._partition_job()], self.leases)
 
             self.api = self._grpc_api(self.engine)
             self.grpc_server, self.grpc_health, self.grpc_port = build_server(
@@ -126,6 +129,7 @@ class Monitor:
                 version=version(),
                 environment=s.service_environment,
                 readiness={"database": self._database_ready, "scheduler": self._scheduler_ready},
+                details=self._lease_details,
             )
             self.grpc_server.start()
             self.api.start()
@@ -172,6 +176,33 @@ class Monitor:
                 )
             )
         return jobs
+
+    # --- several replicas (issue 8) -------------------------------------------------------------------
+
+    def _lease_jobs(self, engine: Engine) -> None:
+        """Job leases and their heartbeat, on a pool of its own so busy jobs never delay a renewal."""
+        s = self.settings
+        if not s.leases_enabled or self.scheduler is None:
+            return
+        leases = self.leases = JobLeases(engine, holder_id(s.service_instance), s.leases_ttl_s)
+        metrics.JOB_LEADER.bind(lambda: {(job,): 1.0 for job in leases.held()})
+        schedule.add_pools(self.scheduler, {"leases": 1})
+        renew = schedule.ScheduledJob("renew_leases", leases.renew, s.leases_ttl_s / 3, "leases", exclusive=False)
+        schedule.register(self.scheduler, [renew])
+
+    def _lease_details(self) -> dict[str, object]:
+        if self.leases is None:
+            return {}
+        return {"lease_holder": self.leases.holder, "leads": sorted(self.leases.held())}
+
+    def _release_leases(self) -> None:
+        metrics.JOB_LEADER.bind(None)
+        if self.leases is None:
+            return
+        try:
+            self.leases.release()  # the next replica takes over at its next run instead of after the TTL
+        except Exception:  # the database may be down; the leases then simply expire
+            log.warning("could not release job leases; they expire in %.0f s", self.leases.ttl_s, exc_info=True)
 
     # --- history partitions and retention (issue 8) -------------------------------------------------
 
@@ -231,7 +262,8 @@ class Monitor:
             clock=_utcnow,
             history=HistoryState(every_s=s.evaluation_history_every_s),
             publish=self.alert_feed.publish,
-            freshness=collection.tracker.freshness,
+            # With leases collection may run on another replica: read freshness from collection_runs then.
+            freshness=None if self.leases is not None else collection.tracker.freshness,
             per_account_metrics=s.metrics_per_account,
         )
         return [
@@ -246,7 +278,9 @@ class Monitor:
         assert self.limits is not None
         assert self.scheduler is not None
         s = self.settings
-        freshness = self.collection.tracker.freshness if self.collection is not None else None
+        # Same rule as the evaluation: with leases, collection may run on another replica.
+        tracker = self.collection.tracker if self.collection is not None else None
+        freshness = tracker.freshness if tracker is not None and self.leases is None else None
         loaded = load_book(engine, groups=self.limits.groups(), freshness=freshness)
         account_ids = dict(loaded.account_ids)
 
@@ -268,12 +302,10 @@ class Monitor:
         return api
 
     def _database_ready(self) -> str | None:
-        assert self.engine is not None
-        try:
-            database.ping(self.engine)
-        except DatabaseUnavailable as exc:
-            return exc.reason
-        return None
+        if self._ping is None:
+            assert self.engine is not None
+            self._ping = database.BoundedPing(self.engine, self.settings.database_connect_timeout_s)
+        return self._ping()
 
     def _scheduler_ready(self) -> str | None:
         return None if self.scheduler is not None and self.scheduler.running else "scheduler not running"
@@ -289,6 +321,7 @@ class Monitor:
             self.grpc_health.enter_graceful_shutdown()  # tell load balancers first
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=True)  # a running job finishes its transaction
+        self._release_leases()
         if self.collection is not None:
             self.collection.close()  # streams and sessions go before the engine they write through
         self.alert_feed.close_all()  # end open alert streams before the gRPC server stops

@@ -107,11 +107,17 @@ def instrument_kind(symbol: str) -> InstrumentKind:
 
 def freshness_from_runs(conn: Connection) -> dict[tuple[str, str], datetime]:
     """Fallback freshness: newest finished successful (or partial) collection run per (venue, kind)."""
+    # One index probe per venue and kind (newest run first), not an aggregate over every run ever kept:
+    # with several replicas this is the evaluation's freshness source on every pass.
     rows = conn.execute(
         text(
-            "SELECT venue_id, kind, max(finished_at) FROM collection_runs"
-            " WHERE status IN ('succeeded', 'partial') AND finished_at IS NOT NULL GROUP BY venue_id, kind"
-        )
+            "SELECT v.id, k.kind, r.finished_at FROM venues v"
+            " CROSS JOIN unnest(CAST(:kinds AS text[])) AS k(kind)"
+            " CROSS JOIN LATERAL (SELECT c.finished_at FROM collection_runs c"
+            "   WHERE c.venue_id = v.id AND c.kind = k.kind AND c.status IN ('succeeded', 'partial')"
+            "   AND c.finished_at IS NOT NULL ORDER BY c.started_at DESC LIMIT 1) AS r"
+        ),
+        {"kinds": list(RUN_KINDS)},
     )
     out: dict[tuple[str, str], datetime] = {}
     for venue, kind, finished in rows:

@@ -267,6 +267,17 @@ _FIELDS: tuple[_Field, ...] = (
     _Field("grpc.watch_queue_size", _parse_int, "WatchAlerts: events a subscriber may lag before it is dropped."),
     _Field("grpc.tick_queue_size", _parse_int, "StreamTicks: tick batches queued for the alert writer."),
     _Field("grpc.tick_state_resync_s", _parse_float, "StreamTicks: re-seed the in-memory state from snapshots."),
+    # --- several replicas (issue 8) ---
+    _Field(
+        "leases.enabled",
+        _parse_bool,
+        "Run each scheduled job on one replica at a time (job leases in PostgreSQL); false: every process runs all.",
+    ),
+    _Field(
+        "leases.ttl_s",
+        _parse_float,
+        "Seconds a job lease lives without renewal: a dead replica's jobs move to another after this.",
+    ),
 )
 _BY_KEY = {f.key: f for f in _FIELDS}
 _BY_ENV = {f.env: f for f in _FIELDS}
@@ -338,6 +349,9 @@ class Settings:
     retention_collection_runs_days: int = 90
     retention_rejected_records_days: int = 90
     retention_maintenance_interval_s: float = 3600.0
+    # --- several replicas (issue 8) ---
+    leases_enabled: bool = True
+    leases_ttl_s: float = 5.0
     venues: tuple[VenueSettings, ...] = ()
     # --- evaluation (issue 4) ---
     limits_file: str = ""

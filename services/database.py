@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -77,6 +79,48 @@ def ping(engine: Engine) -> None:
     except DBAPIError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
         raise DatabaseUnavailable(safe_url(engine.url), reason) from exc
+
+
+class BoundedPing:
+    """The readiness ping with a deadline, at most one in flight.
+
+    A hung server (stopped process, dead network path) can hold a pooled connection's round trip far
+    longer than any timeout the client enforces; probing it from every readiness request would then pile
+    up one stuck thread per probe. Here a stuck ping is waited for by nobody and re-probed by nobody: the
+    check answers "not ready" after ``timeout_s`` and a new ping starts only once the old one returned.
+    """
+
+    def __init__(self, engine: Engine, timeout_s: float) -> None:
+        self.engine = engine
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._done.set()
+        self._started = 0.0
+        self._error: str | None = None
+
+    def __call__(self) -> str | None:
+        """None when a round trip succeeded within the deadline, else the reason."""
+        with self._lock:
+            if self._done.is_set():
+                self._done.clear()
+                self._started = time.monotonic()
+                threading.Thread(target=self._ping, name="db-ping", daemon=True).start()
+            started = self._started
+        if not self._done.wait(max(0.0, started + self.timeout_s - time.monotonic())):
+            return f"database did not answer within {self.timeout_s:g} s"
+        return self._error
+
+    def _ping(self) -> None:
+        try:
+            ping(self.engine)
+            self._error = None
+        except DatabaseUnavailable as exc:
+            self._error = exc.reason
+        except Exception as exc:  # noqa: BLE001 - any failure of the probe means "not ready"
+            self._error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self._done.set()
 
 
 @dataclass

@@ -38,6 +38,7 @@ class HttpApi:
         version: str,
         environment: str,
         readiness: dict[str, ReadinessCheck],
+        details: Callable[[], dict[str, object]] | None = None,
     ) -> None:
         self._identity = {
             "service": service,
@@ -46,6 +47,7 @@ class HttpApi:
             "environment": environment,
         }
         self._readiness = readiness
+        self._details = details  # extra fields of the health document (e.g. the jobs this replica leads)
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -67,7 +69,9 @@ class HttpApi:
     # --- routes -------------------------------------------------------------------------------------
 
     def health(self) -> tuple[int, dict[str, Any]]:
-        body = {"status": "healthy", **self._identity, "timestamp": datetime.now(UTC).isoformat()}
+        body: dict[str, Any] = {"status": "healthy", **self._identity, "timestamp": datetime.now(UTC).isoformat()}
+        if self._details is not None:
+            body.update(self._details())
         return HTTPStatus.OK, body
 
     def ready(self) -> tuple[int, dict[str, Any]]:

@@ -38,6 +38,11 @@ JOB_DURATION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 JOB_FAILURES = Counter("risk_monitor_job_failures_total", "Scheduled job runs that raised.", ["job"])
+JOB_NOT_LEADER = Counter(
+    "risk_monitor_job_not_leader_total",
+    "Scheduled runs skipped because another replica holds the job's lease.",
+    ["job"],
+)
 JOB_MISSED = Counter(
     "risk_monitor_job_missed_total", "Scheduled runs skipped (misfired or still running).", ["job", "reason"]
 )
@@ -203,7 +208,10 @@ OUTBOX_OLDEST_PENDING_AGE = CallbackGauge(
     "Age of the oldest undelivered outbox row, by channel (0 when none).",
     ["channel"],
 )
-for _collector in (DATA_STALENESS, CIRCUIT_BREAKER_STATE, OUTBOX_BACKLOG, OUTBOX_OLDEST_PENDING_AGE):
+JOB_LEADER = CallbackGauge(
+    "risk_monitor_job_leader", "1 for each scheduled job whose lease this replica holds (replicas).", ["job"]
+)
+for _collector in (DATA_STALENESS, CIRCUIT_BREAKER_STATE, OUTBOX_BACKLOG, OUTBOX_OLDEST_PENDING_AGE, JOB_LEADER):
     REGISTRY.register(_collector)
 
 # --- evaluation (issue 4): limits, evaluation passes, alerts, compliance ----------------------------

@@ -1,0 +1,229 @@
+"""Soak: a real Monitor collecting 1k accounts from the sandbox with 1 s collection and evaluation, for N minutes.
+
+    .venv/bin/python benchmarks/soak.py [--minutes 10] [--accounts 1000] [--idle-s 20]
+
+The sandbox venues run in a child process (`python -m sandbox`), so this process's CPU time and RSS are the
+monitor's alone. A probe job on the monitor's own scheduler (default pool, every 0.5 s) measures scheduler
+lateness: actual start - scheduled time. The same probe first runs on an idle scheduler for ``--idle-s``
+seconds in the same process: the loaded figure is read against that baseline. Reported: RSS at start
+(after warm-up) and end, lateness p50/p99/max idle vs loaded, missed and failed runs per job, CPU share
+(process CPU seconds / wall seconds), and how many collections and evaluations actually ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from _support import ROOT, benchmark_database
+from apscheduler.schedulers.background import BackgroundScheduler
+from prometheus_client import REGISTRY
+from sqlalchemy import create_engine, text
+
+from jobs import schedule
+from services import database
+from services.app import Monitor
+from services.config import Settings
+from services.venue_settings import VenueSettings
+
+PROBE_S = 0.5
+LIMITS = """
+[[limit]]
+name = "account-leverage"
+type = "leverage"
+per_account = true
+warn = "3"
+critical = "5"
+
+[[limit]]
+name = "firm-gross"
+type = "gross_notional"
+warn = "40000000"
+critical = "50000000"
+"""
+
+
+class Probe:
+    """A job that records how late it starts against its own fixed grid (lateness < PROBE_S)."""
+
+    def __init__(self) -> None:
+        self.anchor = 0.0
+        self.lateness: list[float] = []
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        late = (time.time() - self.anchor) % PROBE_S
+        with self._lock:
+            self.lateness.append(late)
+
+    def reset(self, anchor: float) -> None:
+        with self._lock:
+            self.anchor = anchor
+            self.lateness = []
+
+    def summary(self) -> dict[str, float]:
+        with self._lock:
+            values = sorted(self.lateness)
+        if not values:
+            return {"runs": 0}
+
+        def pct(q: float) -> float:
+            return round(values[min(len(values) - 1, int(q * len(values)))] * 1000, 2)
+
+        return {"runs": len(values), "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": round(values[-1] * 1000, 2)}
+
+
+def run_probe(scheduler: BackgroundScheduler, probe: Probe, seconds: float) -> dict[str, float]:
+    first = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
+    probe.reset(first.timestamp())
+    scheduler.add_job(probe, "interval", seconds=PROBE_S, id="probe", next_run_time=first, replace_existing=True)
+    time.sleep(seconds + 2)
+    scheduler.remove_job("probe")
+    return probe.summary()
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def counter_total(name: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for metric in REGISTRY.collect():
+        for sample in metric.samples:
+            if sample.name == name:
+                job = sample.labels.get("job", "")
+                out[job] = out.get(job, 0.0) + sample.value
+    return out
+
+
+def start_sandbox(accounts: int, tmp: Path) -> tuple[subprocess.Popen[str], dict[str, object]]:
+    cfg = tmp / "sandbox.json"
+    per_exchange = accounts // 2
+    cfg.write_text(json.dumps({"accounts_per_exchange": per_exchange, "step_interval": 1.0, "seed": 3}))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sandbox", "--config", str(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'proto'}"},
+    )
+    assert proc.stdout is not None
+    return proc, json.loads(proc.stdout.readline())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--accounts", type=int, default=1000)
+    parser.add_argument("--idle-s", type=float, default=20.0)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="rm-soak-") as tmp_dir, benchmark_database() as url:
+        tmp = Path(tmp_dir)
+        sandbox, where = start_sandbox(args.accounts, tmp)
+        try:
+            probe = Probe()
+            idle = schedule.build_scheduler()
+            idle.start()
+            idle_lateness = run_probe(idle, probe, args.idle_s)
+            idle.shutdown()
+
+            limits = tmp / "limits.toml"
+            limits.write_text(LIMITS)
+            exchanges = where["exchanges"]
+            custodians = where["custodians"]
+            assert isinstance(exchanges, dict)
+            assert isinstance(custodians, dict)
+            venues = (
+                *(VenueSettings(v, "exchange", url=u) for v, u in exchanges.items()),
+                *(VenueSettings(v, "custodian", url=u) for v, u in custodians.items()),
+                VenueSettings("market-data", "market_data", target=str(where["market_data"])),
+            )
+            settings = Settings(
+                database_url=url,
+                embedded_data_dir=str(tmp / "unused"),
+                http_port=0,
+                grpc_port=0,
+                venues=venues,
+                limits_file=str(limits),
+                evaluation_interval_s=1.0,
+                collection_positions_interval_s=1.0,
+                collection_balances_interval_s=1.0,
+                collection_prices_interval_s=1.0,
+                collection_workers=2,
+                collection_read_timeout_s=10.0,
+            )
+            monitor = Monitor(settings)
+            monitor.start()
+            try:
+                time.sleep(20)  # warm-up: first full collection, first evaluation (opens every alert)
+                rss_start = rss_mb()
+                cpu_start, wall_start = time.process_time(), time.monotonic()
+                missed_start = counter_total("risk_monitor_job_missed_total")
+                assert monitor.scheduler is not None
+                rss_timeline: list[float] = []
+                sampling = threading.Event()
+
+                def sample_rss() -> None:  # a timeline tells a plateau (caches warming) from a leak (a slope)
+                    while not sampling.wait(15):
+                        rss_timeline.append(round(rss_mb(), 1))
+
+                sampler = threading.Thread(target=sample_rss, daemon=True)
+                sampler.start()
+                loaded_lateness = run_probe(monitor.scheduler, probe, args.minutes * 60)
+                sampling.set()
+                cpu = time.process_time() - cpu_start
+                wall = time.monotonic() - wall_start
+                rss_end = rss_mb()
+                missed = {
+                    job: n - missed_start.get(job, 0.0)
+                    for job, n in counter_total("risk_monitor_job_missed_total").items()
+                    if n - missed_start.get(job, 0.0) > 0
+                }
+                failures = counter_total("risk_monitor_job_failures_total")
+                runs = counter_total("risk_monitor_job_duration_seconds_count")
+                durations = counter_total("risk_monitor_job_duration_seconds_sum")
+            finally:
+                monitor.stop()
+        finally:
+            sandbox.terminate()
+            sandbox.wait(30)
+
+        engine = create_engine(database.normalize_url(url))
+        with engine.connect() as conn:
+            positions = conn.scalar(text("SELECT count(*) FROM position_latest"))
+            accounts = conn.scalar(text("SELECT count(*) FROM accounts"))
+        engine.dispose()
+
+    evaluate_runs = runs.get("evaluate", 0.0)
+    print(f"accounts: {accounts}, latest positions: {positions}, loaded phase: {wall:.0f} s")
+    print(f"RSS: {rss_start:.1f} MB after warm-up -> {rss_end:.1f} MB at end ({rss_end - rss_start:+.1f} MB)")
+    print(f"RSS every 15 s (MB): {rss_timeline}")
+    print(f"scheduler lateness idle:   {idle_lateness}")
+    print(f"scheduler lateness loaded: {loaded_lateness}")
+    print(f"CPU share of the monitor process: {cpu / wall:.1%} of one core ({cpu:.0f} s CPU / {wall:.0f} s wall)")
+    print(f"missed runs during the loaded phase: {missed or 'none'}")
+    failed = {job: n for job, n in failures.items() if n}
+    print(f"failed runs (whole process life): {failed or 'none'}")
+    mean_eval = durations.get("evaluate", 0.0) / evaluate_runs if evaluate_runs else 0.0
+    print(f"evaluation runs: {evaluate_runs:.0f}, mean {mean_eval * 1000:.0f} ms")
+    for job in sorted(j for j in runs if j.startswith("collect.")):
+        mean = durations.get(job, 0.0) / runs[job] if runs[job] else 0.0
+        print(f"  {job}: {runs[job]:.0f} runs, mean {mean * 1000:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
