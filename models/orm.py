@@ -418,6 +418,7 @@ class AlertEventRow(Base):
     __table_args__ = (
         Index(None, "alert_id", "id"),
         Index(None, "occurred_at", postgresql_using="brin"),
+        Index(None, "occurred_at", "id"),  # ListAlertEvents: keyset pages over a time range (gRPC API)
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)

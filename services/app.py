@@ -21,8 +21,10 @@ from jobs import maintain_partitions, schedule
 from jobs.collect import Collection, build_collection
 from jobs.evaluate import EvaluateJob
 from jobs.reload_limits import ReloadLimitsJob
+from jobs.resync_tick_state import ResyncTickStateJob
 from services import database, metrics, partitions
 from services.alert_feed import AlertFeed
+from services.book_loader import load_book
 from services.config import Settings, secret_from_env
 from services.ecosystem import registry
 from services.errors import DatabaseUnavailable
@@ -30,7 +32,9 @@ from services.evaluation import HistoryState
 from services.http_api import HttpApi
 from services.limits_reloader import LimitsReloader
 from services.notifications import setup as notifications_setup
+from services.rpc.api import RiskApi, acknowledge_with_store, build_api
 from services.rpc.server import build_server
+from services.tick_alerts import store_persist
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,7 @@ class Monitor:
     collection: Collection | None = None
     alert_feed: AlertFeed = field(default_factory=AlertFeed)
     limits: LimitsReloader | None = None
+    api: RiskApi | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
@@ -95,8 +100,14 @@ class Monitor:
             # --- history partitions and retention (issue 8): hourly, and once at start ---
             schedule.register(self.scheduler, [self._partition_job()])
 
+            self.api = self._grpc_api(self.engine)
             self.grpc_server, self.grpc_health, self.grpc_port = build_server(
-                f"{s.grpc_host}:{s.grpc_port}", [], max_workers=s.grpc_max_workers
+                f"{s.grpc_host}:{s.grpc_port}",
+                [self.api.registration],
+                max_workers=s.grpc_max_workers,
+                max_message_bytes=s.grpc_max_message_bytes,
+                credentials=self.api.credentials,
+                interceptors=self.api.interceptors,
             )
             self.http = HttpApi(
                 s.http_host,
@@ -108,6 +119,7 @@ class Monitor:
                 readiness={"database": self._database_ready, "scheduler": self._scheduler_ready},
             )
             self.grpc_server.start()
+            self.api.start()
             self.scheduler.start()
             self.http.start()
             self._register_in_ecosystem()
@@ -218,6 +230,34 @@ class Monitor:
             schedule.ScheduledJob("evaluate", evaluate, s.evaluation_interval_s),
         ]
 
+    # --- gRPC API (issue 5) ------------------------------------------------------------------------------
+    def _grpc_api(self, engine: Engine) -> RiskApi:
+        """The API over the alert store; StreamTicks' in-memory state is seeded from the latest snapshots
+        and re-seeded every ``grpc.tick_state_resync_s``."""
+        assert self.limits is not None
+        assert self.scheduler is not None
+        s = self.settings
+        loaded = load_book(engine, groups=self.limits.groups())
+        account_ids = dict(loaded.account_ids)
+
+        def channels() -> tuple[str, ...]:
+            return s.notifications_channels
+
+        api = build_api(
+            s,
+            engine,
+            book=loaded.book,
+            limits=self.limits.limits,
+            acknowledge=acknowledge_with_store(engine, channels=channels, feed=self.alert_feed),
+            persist=store_persist(engine, account_ids, channels=channels, publish=self.alert_feed.publish),
+            feed=self.alert_feed,
+        )
+        resync = ResyncTickStateJob(engine, api.servicer.live, self.limits.groups, account_ids, _utcnow)
+        schedule.register(
+            self.scheduler, [schedule.ScheduledJob("resync_tick_state", resync, s.grpc_tick_state_resync_s)]
+        )
+        return api
+
     def _database_ready(self) -> str | None:
         assert self.engine is not None
         try:
@@ -243,8 +283,12 @@ class Monitor:
         if self.collection is not None:
             self.collection.close()  # streams and sessions go before the engine they write through
         self.alert_feed.close_all()  # end open alert streams before the gRPC server stops
+        if self.api is not None:
+            self.api.close_streams()  # WatchAlerts streams end with OK
         if self.grpc_server is not None:
             self.grpc_server.stop(self.settings.shutdown_grace_s).wait()
+        if self.api is not None:
+            self.api.flush()  # tick-path alert changes reach the database before it goes away
         if self.http is not None:
             self.http.stop()
         if self.notifications is not None:

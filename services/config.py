@@ -20,6 +20,7 @@ from services.venue_settings import VenueSettings, parse_venues
 ENV_PREFIX = "RISK_MONITOR_"
 # Variables with the prefix that are not configuration keys.
 _ENV_NOT_KEYS = {"RISK_MONITOR_CONFIG", "RISK_MONITOR_TEST_DATABASE_URL"}
+_ENV_NOT_KEYS |= {"RISK_MONITOR_API_TARGET", "RISK_MONITOR_API_TOKEN"}  # the CLI's gRPC client (issue 5)
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -228,6 +229,22 @@ _FIELDS: tuple[_Field, ...] = (
         _parse_float,
         "Seconds between partition maintenance runs (and one at start).",
     ),
+    # --- gRPC API (issue 5) ---
+    _Field("grpc.tls_cert", _parse_optional_path, "PEM certificate chain; with grpc.tls_key the port serves TLS only."),
+    _Field("grpc.tls_key", _parse_optional_path, "PEM private key of grpc.tls_cert."),
+    _Field("grpc.tls_client_ca", _parse_optional_path, "PEM CA for client certificates: set it for mutual TLS."),
+    _Field(
+        "grpc.tokens",
+        _parse_str,
+        "Bearer tokens, comma-separated 'role:name:token' (role: reader or operator).",
+        secret=True,
+    ),
+    _Field("grpc.tokens_file", _parse_optional_path, "File of bearer tokens, one 'role:name:token' per line."),
+    _Field("grpc.max_message_bytes", _parse_int, "Largest gRPC message accepted or sent."),
+    _Field("grpc.watch_poll_interval_s", _parse_float, "WatchAlerts: how often the alert event log is polled."),
+    _Field("grpc.watch_queue_size", _parse_int, "WatchAlerts: events a subscriber may lag before it is dropped."),
+    _Field("grpc.tick_queue_size", _parse_int, "StreamTicks: tick batches queued for the alert writer."),
+    _Field("grpc.tick_state_resync_s", _parse_float, "StreamTicks: re-seed the in-memory state from snapshots."),
 )
 _BY_KEY = {f.key: f for f in _FIELDS}
 _BY_ENV = {f.env: f for f in _FIELDS}
@@ -302,6 +319,17 @@ class Settings:
     limits_reload_interval_s: float = 2.0
     evaluation_interval_s: float = 1.0
     evaluation_history_every_s: float = 60.0
+    # --- gRPC API (issue 5) ---
+    grpc_tls_cert: str = ""
+    grpc_tls_key: str = ""
+    grpc_tls_client_ca: str = ""
+    grpc_tokens: str = ""
+    grpc_tokens_file: str = ""
+    grpc_max_message_bytes: int = 8 * 1024 * 1024
+    grpc_watch_poll_interval_s: float = 0.25
+    grpc_watch_queue_size: int = 1000
+    grpc_tick_queue_size: int = 10_000
+    grpc_tick_state_resync_s: float = 30.0
     config_file: str = ""
 
     @property

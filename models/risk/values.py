@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -25,6 +26,9 @@ class InstrumentKind(StrEnum):
     OPTION = "option"
 
 
+# Pure and called for every price and position on the tick path (price_table re-splits every symbol):
+# a venue quotes a bounded set of spellings, so parse each once. Errors are raised, never cached.
+@functools.lru_cache(maxsize=65_536)
 def split_symbol(symbol: str) -> tuple[str, str]:
     """Split "BTC-USDT", "BTC/USDT", "BTC_USDT", "BTCUSDT" or "BTC-USDT-SWAP" into ("BTC", "USDT").
 

@@ -1,0 +1,325 @@
+"""The in-memory risk state behind StreamTicks, CheckOrder and GetRiskSummary.
+
+Seeded from the latest snapshots (a ``RiskBook``) and the current limits, updated by ticks. Each batch
+re-evaluates only the accounts its ticks affect (``evaluate_accounts``) and reports level changes
+against the previous in-memory levels. Changes go to a ``ChangeSink`` (the background alert writer):
+the stream never waits on the database.
+
+One lock serialises batches: a batch is a few milliseconds of pure computation, and a single writer
+keeps "previous level" well defined. CheckOrder and GetRiskSummary read an immutable snapshot
+(book, evaluation) without the lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal, localcontext
+from typing import Protocol
+
+from models.risk import (
+    RISK_CONTEXT,
+    Check,
+    Evaluation,
+    InstrumentKind,
+    Level,
+    Limit,
+    Position,
+    PositionTick,
+    Price,
+    PriceTick,
+    RiskBook,
+    affected_accounts,
+    apply_tick,
+    canonical_symbol,
+    evaluate,
+    evaluate_accounts,
+    price_table,
+)
+from services.errors import InvalidArgumentError, NotFoundError
+
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True)
+class Fill:
+    """A trade: the account's position in (symbol, kind) moves by ``signed_quantity`` at ``price``."""
+
+    account: str
+    symbol: str
+    signed_quantity: Decimal
+    price: Decimal
+    kind: InstrumentKind
+    observed_at: datetime
+
+
+LiveTick = PriceTick | PositionTick | Fill
+
+
+@dataclass(frozen=True)
+class LevelChange:
+    check: Check  # the check after the batch; for a clear, the last check seen before it
+    previous: Level
+    level: Level
+    value: Decimal | None  # None: cleared by absence (below the clear threshold, so no check was emitted)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    index: int
+    field: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    changes: tuple[LevelChange, ...]
+    rejected: tuple[Rejected, ...]
+    accounts_evaluated: int
+    evaluation: Evaluation
+
+
+@dataclass(frozen=True)
+class Order:
+    account: str
+    symbol: str
+    signed_quantity: Decimal  # + buy, - sell
+    price: Decimal
+    kind: InstrumentKind = InstrumentKind.SPOT
+
+
+@dataclass(frozen=True)
+class OrderCheck:
+    allowed: bool
+    impacts: tuple[tuple[Check | None, Check], ...]  # (before, after) per check the order touches
+
+
+@dataclass(frozen=True)
+class AccountRisk:
+    account: str
+    book: RiskBook
+    evaluation: Evaluation
+    checks: tuple[Check, ...]  # include_ok checks of the account's scope
+
+
+class ChangeSink(Protocol):
+    """Receives every batch that changed a level (the tick alert writer). Must not block."""
+
+    def submit(self, outcome: BatchOutcome, now: datetime) -> None: ...
+
+
+def apply_fill(book: RiskBook, fill: Fill) -> PositionTick:
+    """The position after a fill: the average price moves on additions, stays on reductions, and is
+    the fill price when the position flips side."""
+    pair = canonical_symbol(fill.symbol)
+    current = next(
+        (p for p in book.positions.get(fill.account, ()) if p.pair == pair and p.kind is fill.kind),
+        None,
+    )
+    old_qty = current.quantity if current else ZERO
+    old_avg = current.avg_price if current else ZERO
+    with localcontext(RISK_CONTEXT):
+        new_qty = old_qty + fill.signed_quantity
+        if old_qty == ZERO or ((old_qty > ZERO) != (new_qty > ZERO) and new_qty != ZERO):
+            avg = fill.price
+        elif abs(new_qty) > abs(old_qty):
+            avg = (old_qty * old_avg + fill.signed_quantity * fill.price) / new_qty
+        else:
+            avg = old_avg
+    venue = book.accounts[fill.account].venue if fill.account in book.accounts else fill.account.partition(":")[0]
+    position = Position(
+        venue=venue,
+        account=fill.account,
+        symbol=current.symbol if current else fill.symbol,
+        quantity=new_qty,
+        avg_price=avg,
+        observed_at=fill.observed_at,
+        mark_price=None,
+        realized_pnl=current.realized_pnl if current else None,
+        multiplier=current.multiplier if current else Decimal(1),
+        kind=fill.kind,
+    )
+    return PositionTick(position)
+
+
+def level_changes(previous: dict[str, tuple[Level, Check]], evaluation: Evaluation) -> list[LevelChange]:
+    """Level changes of the covered checks, following the alert state machine's hysteresis: a value at
+    level ok but still at or above clear keeps its level; absent checks (below clear) clear."""
+    changes: list[LevelChange] = []
+    emitted = set()
+    for check in evaluation.checks:
+        fp = check.fingerprint
+        emitted.add(fp)
+        before, _ = previous.get(fp, (Level.OK, check))
+        level = check.level if check.level is not Level.OK or check.value < check.clear else before
+        if level is not before:
+            changes.append(LevelChange(check, before, level, check.value))
+    for fp, (before, check) in previous.items():
+        if (
+            fp not in emitted
+            and before is not Level.OK
+            and check.limit.name in evaluation.limits
+            and check.subject.scope_key in evaluation.covered
+        ):
+            changes.append(LevelChange(check, before, Level.OK, None))
+    return changes
+
+
+class LiveRisk:
+    def __init__(
+        self,
+        book: RiskBook,
+        limits: Sequence[Limit] | Callable[[], Sequence[Limit]],
+        now: datetime,
+        sink: ChangeSink | None = None,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._sink = sink
+        # A callable follows hot-reloaded limits: each batch evaluates with the limits current then.
+        fixed = () if callable(limits) else tuple(limits)
+        self._limits_source: Callable[[], Sequence[Limit]] = limits if callable(limits) else (lambda: fixed)
+        self._book = book
+        self._evaluation = evaluate(book, self._limits, now)
+        self._levels: dict[str, tuple[Level, Check]] = {
+            c.fingerprint: (c.level, c) for c in self._evaluation.checks if c.level is not Level.OK
+        }
+
+    @property
+    def _limits(self) -> Sequence[Limit]:
+        return self._limits_source()
+
+    @property
+    def book(self) -> RiskBook:
+        return self._book
+
+    def apply(self, ticks: Sequence[tuple[int, LiveTick]], now: datetime) -> BatchOutcome:
+        """Apply a batch of (index, tick) in order, evaluate the affected accounts once, report changes."""
+        rejected: list[Rejected] = []
+        with self._lock:
+            book = self._book
+            affected: set[str] = set()
+            for run in _runs(ticks):
+                if isinstance(run, list):  # consecutive price ticks: one new price table for all of them
+                    book, moved = apply_prices(book, run)
+                    affected |= moved
+                    continue
+                index, tick = run
+                account = tick.account if isinstance(tick, Fill) else tick.position.account
+                if account not in book.accounts:
+                    rejected.append(Rejected(index, "account", f"unknown account {account!r}"))
+                    continue
+                resolved = apply_fill(book, tick) if isinstance(tick, Fill) else tick
+                affected |= affected_accounts(book, resolved)
+                book = apply_tick(book, resolved)
+            evaluation = evaluate_accounts(book, self._limits, affected, now, previous=self._evaluation)
+            return self._commit(book, evaluation, tuple(rejected), len(affected), now)
+
+    def resync(self, book: RiskBook, now: datetime) -> BatchOutcome:
+        """Adopt a fresh snapshot book (positions, balances, accounts, marks): the venues are authoritative,
+        so a fill they have not reported yet is replaced by what they report. Prices keep the newest
+        observation of either side. One full evaluation; level changes go to the sink like a batch's."""
+        with self._lock:
+            merged = price_table([*book.prices.latest.values(), *self._book.prices.latest.values()])
+            fresh = dict(book.freshness)
+            for key, at in self._book.freshness.items():
+                if key not in fresh or at > fresh[key]:
+                    fresh[key] = at
+            book = replace(book, prices=merged, freshness=fresh)
+            return self._commit(book, evaluate(book, self._limits, now), (), len(book.accounts), now)
+
+    def _commit(
+        self, book: RiskBook, evaluation: Evaluation, rejected: tuple[Rejected, ...], evaluated: int, now: datetime
+    ) -> BatchOutcome:
+        """Under the lock: adopt the new state, update the levels, hand the changes to the sink."""
+        changes = level_changes(self._levels, evaluation)
+        for change in changes:
+            fp = change.check.fingerprint
+            if change.level is Level.OK:
+                self._levels.pop(fp, None)
+            else:
+                self._levels[fp] = (change.level, change.check)
+        self._book, self._evaluation = book, evaluation
+        outcome = BatchOutcome(tuple(changes), rejected, evaluated, evaluation)
+        if changes and self._sink is not None:
+            self._sink.submit(outcome, now)  # inside the lock: the writer sees outcomes in order
+        return outcome
+
+    def summary(self, account: str) -> AccountRisk:
+        book, evaluation = self._book, self._evaluation
+        if account not in book.accounts:
+            raise NotFoundError(f"account {account!r} is not in the risk state")
+        checks = evaluate_accounts(
+            book, self._limits, {account}, evaluation.at, previous=evaluation, include_ok=True
+        ).checks
+        mine = tuple(c for c in checks if account in (c.subject.account, c.subject.scope_key))
+        return AccountRisk(account, book, evaluation, mine)
+
+    def check_order(self, order: Order, now: datetime) -> OrderCheck:
+        """Evaluate the account as if the order had filled, on a copy; nothing changes."""
+        book, evaluation = self._book, self._evaluation
+        if order.account not in book.accounts:
+            raise NotFoundError(f"account {order.account!r} is not in the risk state")
+        try:
+            symbol = canonical_symbol(order.symbol)
+        except ValueError as exc:
+            raise InvalidArgumentError(f"symbol: {exc}") from None
+        fill = Fill(order.account, symbol, order.signed_quantity, order.price, order.kind, now)
+        tick = apply_fill(book, fill)
+        # The order's own price marks the new position when the market has none yet.
+        if symbol not in book.prices.pair_prices:
+            tick = PositionTick(replace(tick.position, mark_price=order.price))
+        after_book = apply_tick(book, tick)
+        accounts = {order.account}
+        before = evaluate_accounts(book, self._limits, accounts, now, previous=evaluation, include_ok=True)
+        after = evaluate_accounts(after_book, self._limits, accounts, now, previous=evaluation, include_ok=True)
+        old = {c.fingerprint: c for c in before.checks}
+        impacts = tuple(
+            (old.get(c.fingerprint), c)
+            for c in after.checks
+            if _touches(c, order.account) and (c.fingerprint not in old or old[c.fingerprint].value != c.value)
+        )
+        allowed = all(c.level is not Level.CRITICAL for _, c in impacts)
+        return OrderCheck(allowed, impacts)
+
+
+def _touches(check: Check, account: str) -> bool:
+    return check.subject.account in (account, None)
+
+
+def _runs(ticks: Sequence[tuple[int, LiveTick]]) -> list[list[Price] | tuple[int, Fill | PositionTick]]:
+    """Position ticks and fills one by one; each run of consecutive price ticks as one list, keeping only
+    the newest per (source, symbol): the batch is evaluated once, after all of them."""
+    out: list[list[Price] | tuple[int, Fill | PositionTick]] = []
+    run: dict[tuple[str, str], Price] = {}
+    for index, tick in ticks:
+        if isinstance(tick, PriceTick):
+            run[(tick.price.source, tick.price.symbol)] = tick.price
+            continue
+        if run:
+            out.append(list(run.values()))
+            run = {}
+        out.append((index, tick))
+    if run:
+        out.append(list(run.values()))
+    return out
+
+
+def apply_prices(book: RiskBook, prices: Sequence[Price]) -> tuple[RiskBook, frozenset[str]]:
+    """``apply_tick`` + ``affected_accounts`` for many prices at once: one price table instead of two per
+    tick (rebuilding the table is most of a price tick's cost)."""
+    old = book.prices
+    table = price_table([*old.latest.values(), *prices])
+    affected: set[str] = set()
+    for price in prices:
+        affected |= book.accounts_by_pair.get(canonical_symbol(price.symbol), frozenset())
+    for asset in table.usd.keys() | old.usd.keys():
+        if table.usd.get(asset) != old.usd.get(asset):
+            affected |= book.accounts_by_asset.get(asset, frozenset())
+    fresh = dict(book.freshness)
+    for price in prices:
+        key = (price.source, "prices")
+        if key not in fresh or price.observed_at > fresh[key]:
+            fresh[key] = price.observed_at
+    return replace(book, prices=table, freshness=fresh), frozenset(affected)

@@ -1,0 +1,166 @@
+"""Background writer for level changes found on the tick path: StreamTicks never waits on the database.
+
+``LiveRisk`` submits each batch that changed a level; a writer thread drains the bounded queue and
+persists everything it took in one call (one transaction in the alert store), so a burst of batches
+costs one round trip. Durability (also in the .proto and docs/api.md): a stopping server flushes the
+queue before the database engine is disposed; a crash loses at most the queued changes. The queue is
+bounded: when the database falls behind, ``submit`` blocks, which slows the tick streams
+(back-pressure) instead of growing memory or dropping breaches.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
+
+from sqlalchemy import Engine
+
+from models.risk import Alert, AlertEvent, AlertState, Transition, step
+from services.alert_records import StoredEvent, read_alerts
+from services.alert_store import AlertContext, apply_transitions
+from services.live_risk import BatchOutcome
+
+log = logging.getLogger(__name__)
+
+# Persists outcomes in order; the same fingerprints as the scheduled path, deduplicated by the store.
+Persist = Callable[[Sequence[tuple[BatchOutcome, datetime]]], None]
+_STOP = object()
+ACTOR = "system:ticks"
+STOP_ATTEMPTS = 5  # when stopping, a persistently failing database can't hold the process forever
+
+
+class TickAlertWriter:
+    def __init__(
+        self,
+        persist: Persist,
+        *,
+        queue_size: int = 10_000,
+        max_batch: int = 500,
+        retry_s: float = 1.0,
+        on_persisted: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._persist = persist
+        self._queue: queue.Queue[object] = queue.Queue(queue_size)
+        self._max_batch = max_batch
+        self._retry_s = retry_s
+        self._on_persisted = on_persisted  # e.g. wake the WatchAlerts poller
+        self._thread = threading.Thread(target=self._run, name="tick-alert-writer", daemon=True)
+        self.persisted_batches = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, outcome: BatchOutcome, now: datetime) -> None:
+        self._queue.put((outcome, now))  # blocks when full: back-pressure, see the module docstring
+
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Flush everything queued, then stop. Call after the gRPC server stopped accepting ticks."""
+        self._queue.put(_STOP)
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            log.error("tick alert writer did not flush within %.0f s; %d batches pending", timeout_s, self.pending())
+
+    def _take(self) -> tuple[list[tuple[BatchOutcome, datetime]], bool]:
+        items: list[tuple[BatchOutcome, datetime]] = []
+        stop = False
+        first = self._queue.get()
+        while True:
+            if first is _STOP:
+                stop = True
+            else:
+                items.append(first)  # type: ignore[arg-type]
+            if len(items) >= self._max_batch:
+                break
+            try:
+                first = self._queue.get_nowait()
+            except queue.Empty:
+                break
+        return items, stop
+
+    def _run(self) -> None:
+        while True:
+            items, stop = self._take()
+            attempts = 0
+            while items:
+                try:
+                    self._persist(items)
+                except Exception:  # keep the changes and retry: losing a breach is worse than a delay
+                    attempts += 1
+                    log.exception("persisting %d tick batches failed (attempt %d); retrying", len(items), attempts)
+                    if stop and attempts >= STOP_ATTEMPTS:
+                        log.error("stopping with %d unpersisted tick batches", len(items))
+                        return
+                    time.sleep(self._retry_s)
+                    continue
+                self.persisted_batches += len(items)
+                self._on_persisted()
+                break
+            if stop:
+                return
+
+
+def store_persist(
+    engine: Engine,
+    account_ids: Mapping[str, int],
+    *,
+    channels: Callable[[], Sequence[str]] = tuple,
+    publish: Callable[[Sequence[StoredEvent]], None] | None = None,
+) -> Persist:
+    """Persist tick-path level changes through the alert store, exactly as the scheduled path does: the
+    state machine's ``step`` against the active alert, absent-check resolution as ``resolve_absent``, the
+    same fingerprints, one transaction per drained burst. The store re-derives a transition the scheduled
+    path overtook, and the partial unique index keeps one active alert per fingerprint."""
+
+    def persist(items: Sequence[tuple[BatchOutcome, datetime]]) -> None:
+        fingerprints = sorted({ch.check.fingerprint for outcome, _ in items for ch in outcome.changes})
+        stored: list[StoredEvent] = []
+        with engine.begin() as conn:
+            active = {
+                r.fingerprint: r.to_domain() for r in read_alerts(conn, fingerprints=fingerprints, active_only=True)
+            }
+            for outcome, now in items:
+                transitions, context = _transitions(outcome, now, active, account_ids)
+                events = apply_transitions(conn, transitions, now, ACTOR, context, channels=channels())
+                for event in events:
+                    alert = event.alert.to_domain()
+                    if alert.active:
+                        active[alert.fingerprint] = alert
+                    else:
+                        active.pop(alert.fingerprint, None)
+                stored += events
+        if publish is not None and stored:
+            publish(stored)
+
+    return persist
+
+
+def _transitions(
+    outcome: BatchOutcome, now: datetime, active: Mapping[str, Alert], account_ids: Mapping[str, int]
+) -> tuple[list[Transition], dict[str, AlertContext]]:
+    transitions: list[Transition] = []
+    context: dict[str, AlertContext] = {}
+    for change in outcome.changes:
+        check = change.check
+        fp = check.fingerprint
+        previous = active.get(fp)
+        if change.value is None:  # cleared by absence: resolve as the scheduled path's resolve_absent does
+            if previous is not None and previous.active:
+                resolved = replace(previous, state=AlertState.RESOLVED, updated_at=now, resolved_at=now)
+                transitions.append(Transition(AlertEvent.RESOLVED, resolved, previous))
+            continue
+        current = check  # an emitted check: its value and level are the batch's
+        found = step(previous, current, now)
+        if found:
+            transitions.extend(found)
+            account = check.subject.account
+            # Ticks carry the data: the batch's receive time is the data time (detection latency ~0).
+            context[fp] = AlertContext(current, account_ids.get(account) if account else None, account, now)
+    return transitions, context
