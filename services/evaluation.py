@@ -369,8 +369,31 @@ def _write_alerts(
         if found:
             transitions.extend(found)
             context[fp] = _context(check, loaded, now)
-    transitions.extend(resolve_absent(active.values(), evaluation, now))
+    resolving = resolve_absent(active.values(), evaluation, now)
+    ahead = _ahead_of_positions(conn, [t.alert.fingerprint for t in resolving], loaded)
+    transitions.extend(t for t in resolving if t.alert.fingerprint not in ahead)
     return apply_transitions(conn, transitions, now, ACTOR, context, channels=channels)
+
+
+def _ahead_of_positions(conn: Connection, fingerprints: Sequence[str], loaded: LoadedBook) -> set[str]:
+    """Alerts raised from position data newer than the account's latest positions snapshot: a StreamTicks
+    fill that reached the tick path before the venue poll did. Resolving those from the older snapshot
+    would close the alert and open a second one a poll later; the next snapshot decides instead."""
+    if not fingerprints:
+        return set()
+    keys = {account_id: key for key, account_id in loaded.account_ids.items()}
+    rows = fetch_all(
+        conn,
+        "SELECT fingerprint, account_id, data_time FROM alerts"
+        " WHERE state <> 'resolved' AND account_id IS NOT NULL AND fingerprint = ANY(%(fps)s)",
+        {"fps": list(fingerprints)},
+    )
+    ahead = set()
+    for fingerprint, account_id, data_time in rows:
+        as_of = loaded.positions_as_of.get(keys.get(account_id, ""))
+        if as_of is not None and data_time > as_of:
+            ahead.add(fingerprint)
+    return ahead
 
 
 def _context(check: Check, loaded: LoadedBook, now: datetime) -> AlertContext:

@@ -81,13 +81,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _bound(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
+def _listening(port: int) -> bool:
+    """Something accepts connections on the port (a bind test would trip over TIME_WAIT instead)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError:
+        return False
+    return True
 
 
 @pytest.mark.timeout(240)
@@ -107,7 +107,7 @@ def test_sigint_stops_the_demo_and_leaves_no_postgres_and_no_listener() -> None:
     ports = {int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", text)}
     assert len(ports) >= 3, text  # gRPC, HTTP, sandbox control
     assert _alive(pg_pid)
-    assert all(_bound(p) for p in ports)
+    assert all(_listening(p) for p in ports)
 
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
@@ -117,4 +117,4 @@ def test_sigint_stops_the_demo_and_leaves_no_postgres_and_no_listener() -> None:
     while _alive(pg_pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _alive(pg_pid), "the embedded PostgreSQL outlived the demo"
-    assert not [p for p in ports if _bound(p)], "a listener outlived the demo"
+    assert not [p for p in ports if _listening(p)], "a listener outlived the demo"
