@@ -185,8 +185,9 @@ class Scenario:
         if self.stale_after_s is None:
             outcome.latency_s = max(alert.detection_latency_seconds for alert, _ in hits)
         else:
-            # A stale-data alert can only come once the data is older than the limit: count from there.
-            outcome.latency_s = outcome.seen_after_s - float(self.stale_after_s)
+            # A stale-data alert can only come once the data is older than the limit: count from there. The
+            # last good poll can precede the outage by up to one interval, hence the floor at 0.
+            outcome.latency_s = max(0.0, outcome.seen_after_s - float(self.stale_after_s))
             outcome.bound_s = 2 * self.evaluation_interval_s + STALE_GRACE_S
         assert outcome.bound_s is not None
         if outcome.latency_s > outcome.bound_s:

@@ -170,7 +170,7 @@ def _decimal(text: str) -> Decimal:
 def _latency(outcome: Outcome) -> str:
     if outcome.latency_s is None:
         return "-"
-    return f"{outcome.latency_s:.2f}s (seen {outcome.seen_after_s or 0:.1f}s after the change)"
+    return f"{outcome.latency_s:.3f}s (seen {outcome.seen_after_s or 0:.1f}s after the change)"
 
 
 def summary(outcomes: Sequence[Outcome], not_run: Sequence[str] = ()) -> str:

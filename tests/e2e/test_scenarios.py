@@ -69,7 +69,7 @@ def test_a_demo_run_exits_0_with_a_summary_when_its_scenarios_pass() -> None:
     proc = _demo_process("--scenario", "stablecoin-depeg", "--scenario", "settlement-delay")
     out, _ = proc.communicate(timeout=200)
     assert proc.returncode == 0, out
-    assert re.search(r"^stablecoin-depeg +\| price_deviation.*\| yes +\| \d+\.\d\ds .*\| passed", out, re.M), out
+    assert re.search(r"^stablecoin-depeg +\| price_deviation.*\| yes +\| \d+\.\d{3}s .*\| passed", out, re.M), out
     assert re.search(r"^settlement-delay +\| unsettled_exposure.*\| passed", out, re.M), out
 
 
