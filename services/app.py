@@ -237,7 +237,8 @@ class Monitor:
         assert self.limits is not None
         assert self.scheduler is not None
         s = self.settings
-        loaded = load_book(engine, groups=self.limits.groups())
+        freshness = self.collection.tracker.freshness if self.collection is not None else None
+        loaded = load_book(engine, groups=self.limits.groups(), freshness=freshness)
         account_ids = dict(loaded.account_ids)
 
         def channels() -> tuple[str, ...]:
@@ -252,10 +253,9 @@ class Monitor:
             persist=store_persist(engine, account_ids, channels=channels, publish=self.alert_feed.publish),
             feed=self.alert_feed,
         )
-        resync = ResyncTickStateJob(engine, api.servicer.live, self.limits.groups, account_ids, _utcnow)
-        schedule.register(
-            self.scheduler, [schedule.ScheduledJob("resync_tick_state", resync, s.grpc_tick_state_resync_s)]
-        )
+        resync = ResyncTickStateJob(engine, api.servicer.live, self.limits.groups, account_ids, _utcnow, freshness)
+        every_s = s.grpc_tick_state_resync_s
+        schedule.register(self.scheduler, [schedule.ScheduledJob("resync_tick_state", resync, every_s)])
         return api
 
     def _database_ready(self) -> str | None:

@@ -168,11 +168,6 @@ def build_parser() -> argparse.ArgumentParser:
     verify = audit_sub.add_parser("verify", help="recompute the alert event hash chain (exit 1 if broken)")
     verify.set_defaults(func=cmd_audit_verify)
 
-    # --- gRPC API client commands (issue 5) ---
-    from services import cli_api
-
-    cli_api.add_commands(sub)
-
     # Commands from other packages of this distribution (the sandbox venues, the demo), found by entry
     # point so the monitor's packages never import them; a deployment without them just lacks the command.
     for entry in metadata.entry_points(group="risk_monitor.commands"):
@@ -183,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
                 raise  # the package is there but broken: say so
             continue
         register(sub)
+
+    # --- gRPC API client commands (issue 5) ---
+    from services import cli_api
+
+    cli_api.add_commands(sub)
     return parser
 
 

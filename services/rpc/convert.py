@@ -28,6 +28,9 @@ COMPLIANCE_TO_PB = {
 }
 
 
+MAX_INTEGER_DIGITS = 20
+
+
 def dec(value: Decimal | None) -> str:
     """Plain decimal text without exponent or NUMERIC(38, 18) padding: "1000", "0.25", "Infinity"."""
     if value is None:
@@ -54,6 +57,9 @@ def parse_decimal(text: str, field: str, *, positive: bool = False) -> Decimal:
         raise InvalidArgumentError(f"{field} is not a decimal number: {text[:40]!r}") from None
     if not value.is_finite():
         raise InvalidArgumentError(f"{field} must be finite")
+    if value and value.adjusted() >= MAX_INTEGER_DIGITS:
+        # Amounts are NUMERIC(38, 18) in the database; larger values would overflow the risk context later.
+        raise InvalidArgumentError(f"{field} is out of range (at most {MAX_INTEGER_DIGITS} integer digits)")
     if positive and value <= 0:
         raise InvalidArgumentError(f"{field} must be > 0")
     return value

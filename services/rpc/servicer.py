@@ -211,6 +211,7 @@ class RiskMonitorServicer(pb_grpc.RiskMonitorServiceServicer):
             raise InvalidArgumentError("account is required")
         return tc.summary_to_pb(self.live.summary(request.account))
 
+    @_streaming
     def StreamTicks(
         self, request_iterator: Iterator[pb.TickBatch], context: grpc.ServicerContext
     ) -> Iterator[pb.TickBatchResult]:

@@ -135,3 +135,28 @@ def test_every_client_command_has_help(args: tuple[str, ...]) -> None:
     )
     assert result.returncode == 0
     assert result.stdout.startswith("usage: risk-monitor")
+
+
+def test_alerts_watch_resumes_and_prints_events_as_they_come(served: tuple[Served, int, str], engine: Engine) -> None:
+    api, account_id, key = served
+    alert_id = add_alert(engine, account_id, opened_at=T0)
+    first = add_event(engine, alert_id)
+    second = add_event(engine, alert_id, event_type="escalated")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RISK_MONITOR_")}
+    env.update(PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'proto'}", RISK_MONITOR_API_TOKEN=TOKEN)
+    command = ["alerts", "watch", "--target", f"127.0.0.1:{api.port}", "--resume-after", str(first), "--json"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services", *command, "--account", key],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        line = json.loads(proc.stdout.readline())
+        assert (int(line["event"]["id"]), line["event"]["event_type"], line["replayed"]) == (second, "escalated", True)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)

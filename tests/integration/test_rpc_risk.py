@@ -131,6 +131,7 @@ def test_invalid_ticks_are_reported_and_the_rest_of_the_batch_applies(desk: tupl
         batch_id=9,
         ticks=[
             pb.Tick(price=pb.PriceUpdate(symbol="BTC-USDT", price="-5")),
+            pb.Tick(price=pb.PriceUpdate(symbol="BTC-USDT", price="1e400")),
             pb.Tick(),
             pb.Tick(
                 fill=pb.Fill(account="other:acct", symbol="BTC-USDT", side=pb.ORDER_SIDE_BUY, quantity="1", price="1")
@@ -140,7 +141,8 @@ def test_invalid_ticks_are_reported_and_the_rest_of_the_batch_applies(desk: tupl
     )
     [result] = list(api.stub.StreamTicks(iter([batch]), timeout=30))
     assert result.ticks_applied == 1
-    assert sorted((e.index, e.field) for e in result.errors) == [(0, "price.price"), (1, "tick"), (2, "account")]
+    errors = sorted((e.index, e.field) for e in result.errors)
+    assert errors == [(0, "price.price"), (1, "price.price"), (2, "tick"), (3, "account")]
     summary = api.stub.GetRiskSummary(pb.GetRiskSummaryRequest(account=key), timeout=10)
     assert [p.quantity for p in summary.positions] == ["2"]  # the fill applied: 1 + 1 BTC
 

@@ -68,6 +68,7 @@ def test_tokens_and_roles(engine: Engine, tmp_path: Path) -> None:
 
 
 def test_bad_token_entries_are_rejected_without_echoing_the_secret(tmp_path: Path) -> None:
+    assert Settings(grpc_tokens=f"reader:x:{READER}").masked()["grpc.tokens"] == "***"
     with pytest.raises(ConfigError) as err:
         load_tokens("admin:root:supersecretsupersecret", "")
     assert "supersecret" not in str(err.value)
