@@ -25,4 +25,4 @@ class ResyncTickStateJob:
     def __call__(self) -> None:
         loaded = load_book(self.engine, groups=self.groups(), freshness=self.freshness)
         self.account_ids.update(loaded.account_ids)  # accounts are never removed: update is enough
-        self.live.resync(loaded.book, self.clock())
+        self.live.resync(loaded.book, self.clock(), loaded.positions_as_of)

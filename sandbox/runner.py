@@ -174,6 +174,7 @@ class RunningSandbox:
                     expected_settlement_date=p.date("expected_settlement_date"),
                 )
             },
+            "settle": lambda: world.settle(p["custodian"], p["settlement_id"]),
             "delay": lambda: self.slow(
                 p["venue"], float(p["seconds"]), endpoint=p.get("endpoint", ANY), count=p.count()
             ),

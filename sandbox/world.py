@@ -278,6 +278,15 @@ class SandboxWorld:
             self.settlements[custodian].append(settlement)
             return settlement.settlement_id
 
+    def settle(self, custodian: str, settlement_id: str) -> None:
+        """Mark a settlement SETTLED: the custodian stops listing it as pending."""
+        with self.lock:
+            for settlement in self.settlements.get(custodian, ()):
+                if settlement.settlement_id == settlement_id:
+                    settlement.status = "SETTLED"
+                    return
+            raise UnknownEntity("settlement", f"{custodian}/{settlement_id}")
+
     # -- time ---------------------------------------------------------------------------------------
 
     def step(self, n: int = 1) -> None:

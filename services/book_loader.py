@@ -97,6 +97,7 @@ class LoadedBook:
     account_ids: Mapping[str, int]  # account key -> accounts.id
     data_times: Mapping[str, datetime]  # account key -> newest observed_at of its positions/balances/custody
     data_as_of: datetime | None  # newest observed_at of anything in the book
+    positions_as_of: Mapping[str, datetime]  # account key -> when its latest positions snapshot was taken
     skipped: int  # rows left out (a symbol that can't be split into base and quote)
 
 
@@ -162,6 +163,7 @@ class _Reader:
     keys: dict[int, str]
     venues: dict[int, str]
     data_times: dict[str, datetime] = field(default_factory=dict)
+    positions_as_of: dict[str, datetime] = field(default_factory=dict)  # account key -> its positions' head
     instruments: dict[str, tuple[str, str, InstrumentKind] | None] = field(default_factory=dict)
     skipped: int = 0
 
@@ -217,7 +219,9 @@ class _Reader:
             )
         cache.positions = {a: (at, *_newest(fresh[a])) if a in fresh else cache.positions[a] for a, at in heads.items()}
         out: list[Position] = []
-        for account_id, (_, items, newest) in cache.positions.items():
+        for account_id, (head, items, newest) in cache.positions.items():
+            if account_id in keys:
+                self.positions_as_of[keys[account_id]] = head
             if newest is not None and account_id in keys:
                 out.extend(items)
                 self.seen(keys[account_id], newest)
@@ -320,5 +324,6 @@ def read_book(
         account_ids={key: account_id for account_id, key in keys.items()},
         data_times=reader.data_times,
         data_as_of=max(times) if times else None,
+        positions_as_of=reader.positions_as_of,
         skipped=reader.skipped,
     )

@@ -29,6 +29,7 @@ from services.alert_records import StoredEvent, active_alerts
 from services.alert_store import AlertContext, apply_transitions
 from services.book_loader import BookCache, FreshnessSource, LoadedBook, load_book
 from services.raw_rows import copy_rows, fetch_all
+from services.tick_alerts import ACTOR as TICKS_ACTOR
 
 log = logging.getLogger(__name__)
 
@@ -397,8 +398,32 @@ def _write_alerts(
         if found:
             transitions.extend(found)
             context[fp] = _context(check, loaded, now)
-    transitions.extend(resolve_absent(active.values(), evaluation, now))
+    resolving = resolve_absent(active.values(), evaluation, now)
+    ahead = _ahead_of_positions(conn, [t.alert.fingerprint for t in resolving], loaded)
+    transitions.extend(t for t in resolving if t.alert.fingerprint not in ahead)
     return apply_transitions(conn, transitions, now, ACTOR, context, channels=channels)
+
+
+def _ahead_of_positions(conn: Connection, fingerprints: Sequence[str], loaded: LoadedBook) -> set[str]:
+    """Alerts the tick path raised from position data newer than the account's latest positions snapshot:
+    a StreamTicks fill that reached the monitor before the venue poll did. Resolving those from the older snapshot
+    would close the alert and open a second one a poll later; the next snapshot decides instead."""
+    if not fingerprints:
+        return set()
+    keys = {account_id: key for key, account_id in loaded.account_ids.items()}
+    rows = fetch_all(
+        conn,
+        "SELECT a.fingerprint, a.account_id, a.data_time FROM alerts a"
+        " WHERE a.state <> 'resolved' AND a.account_id IS NOT NULL AND a.fingerprint = ANY(%(fps)s)"
+        " AND EXISTS (SELECT 1 FROM alert_events e WHERE e.alert_id = a.id AND e.actor = %(ticks)s)",
+        {"fps": list(fingerprints), "ticks": TICKS_ACTOR},
+    )
+    ahead = set()
+    for fingerprint, account_id, data_time in rows:
+        as_of = loaded.positions_as_of.get(keys.get(account_id, ""))
+        if as_of is not None and data_time > as_of:
+            ahead.add(fingerprint)
+    return ahead
 
 
 def _context(check: Check, loaded: LoadedBook, now: datetime) -> AlertContext:

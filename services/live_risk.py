@@ -13,7 +13,7 @@ keeps "previous level" well defined. CheckOrder and GetRiskSummary read an immut
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal, localcontext
@@ -216,11 +216,21 @@ class LiveRisk:
             evaluation = evaluate_accounts(book, self._limits, affected, now, previous=self._evaluation)
             return self._commit(book, evaluation, tuple(rejected), len(affected), now)
 
-    def resync(self, book: RiskBook, now: datetime) -> BatchOutcome:
-        """Adopt a fresh snapshot book (positions, balances, accounts, marks): the venues are authoritative,
-        so a fill they have not reported yet is replaced by what they report. Prices keep the newest
+    def resync(
+        self, book: RiskBook, now: datetime, positions_as_of: Mapping[str, datetime] | None = None
+    ) -> BatchOutcome:
+        """Adopt a fresh snapshot book (positions, balances, accounts, marks): the venues are authoritative
+        for what they have reported. A position ticked after the account's latest positions snapshot
+        (``positions_as_of``) is one the venue has not reported yet: it is kept, or a fill streamed a moment
+        before the venue poll would be undone and its alert resolved and re-opened. Prices keep the newest
         observation of either side. One full evaluation; level changes go to the sink like a batch's."""
         with self._lock:
+            if positions_as_of is not None:
+                for account, rows in self._book.positions.items():
+                    as_of = positions_as_of.get(account)
+                    for position in rows:
+                        if as_of is None or position.observed_at > as_of:
+                            book = apply_tick(book, PositionTick(position))
             merged = price_table([*book.prices.latest.values(), *self._book.prices.latest.values()])
             fresh = dict(book.freshness)
             for key, at in self._book.freshness.items():

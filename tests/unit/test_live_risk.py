@@ -116,3 +116,16 @@ def test_resync_adopts_the_snapshot_positions_and_keeps_newer_tick_prices() -> N
     assert live.book.prices.pair_prices["BTC-USDT"] == Decimal(150)  # the tick is newer than the snapshot
     # 3 × 150 = 450 was critical; 2 × 150 = 300 is warn: the resync reports the de-escalation.
     assert [(c.previous, c.level) for c in outcome.changes] == [(Level.CRITICAL, Level.WARN)]
+
+
+def test_resync_keeps_a_position_ticked_after_the_venues_last_snapshot() -> None:
+    live = _live()
+    fill_at = NOW + timedelta(seconds=5)
+    live.apply([_px(0, "150"), (1, Fill(A, "BTC-USDT", Decimal(1), Decimal(150), position().kind, fill_at))], fill_at)
+    # The snapshot was taken before the fill (the venue poll hasn't caught up): the fill stays.
+    outcome = live.resync(_book(), fill_at, positions_as_of={A: NOW, B: NOW})
+    assert [p.quantity for p in live.book.positions[A]] == [Decimal(3)]
+    assert outcome.changes == ()  # still critical: no resolve-and-reopen
+    # A snapshot taken after the fill is authoritative again.
+    live.resync(_book(), fill_at, positions_as_of={A: fill_at + timedelta(seconds=1), B: fill_at})
+    assert [p.quantity for p in live.book.positions[A]] == [Decimal(2)]
