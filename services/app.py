@@ -24,7 +24,7 @@ from jobs.reload_limits import ReloadLimitsJob
 from jobs.resync_tick_state import ResyncTickStateJob
 from services import database, metrics, partitions, tracing
 from services.alert_feed import AlertFeed
-from services.book_loader import load_book
+from services.book_loader import freshness_from_runs, load_book
 from services.config import Settings, secret_from_env
 from services.ecosystem import registry
 from services.evaluation import HistoryState
@@ -107,6 +107,11 @@ class Monitor:
             schedule.add_pools(self.scheduler, self.collection.pools)
             schedule.register(self.scheduler, self.collection.jobs, self.leases)
             self.collection.start()
+            if self.leases is not None:
+                # Collection may run on another replica: keep this replica's staleness (the gauge) current
+                # from the runs table, or a replica that leads no collection job reports everything stale.
+                refresh = self._refresh_staleness(self.engine, self.collection)
+                schedule.register(self.scheduler, [refresh])
 
             schedule.register(self.scheduler, self._evaluation_jobs(self.engine, self.collection), self.leases)
             # --- history partitions and retention (issue 8): hourly, and once at start ---
@@ -189,6 +194,14 @@ class Monitor:
         schedule.add_pools(self.scheduler, {"leases": 1})
         renew = schedule.ScheduledJob("renew_leases", leases.renew, s.leases_ttl_s / 3, "leases", exclusive=False)
         schedule.register(self.scheduler, [renew])
+
+    @staticmethod
+    def _refresh_staleness(engine: Engine, collection: Collection) -> schedule.ScheduledJob:
+        def refresh() -> None:
+            with engine.connect() as conn:
+                collection.tracker.merge(freshness_from_runs(conn))
+
+        return schedule.ScheduledJob("refresh_staleness", refresh, 2.0, exclusive=False)
 
     def _lease_details(self) -> dict[str, object]:
         if self.leases is None:

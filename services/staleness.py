@@ -54,6 +54,11 @@ class StalenessTracker:
             if current is None or at > current:
                 self._newest[(venue, kind)] = at
 
+    def merge(self, newest: Mapping[Key, datetime]) -> None:
+        """Record times learned elsewhere (another replica's runs, read from the database); forward only."""
+        for (venue, kind), at in newest.items():
+            self.record(venue, kind, at)
+
     def newest(self, venue: str, kind: str) -> datetime | None:
         with self._lock:
             return self._newest.get((venue, kind))

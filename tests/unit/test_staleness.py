@@ -60,3 +60,12 @@ def test_concurrent_records_keep_the_newest() -> None:
     for t in threads:
         t.join()
     assert tracker.newest("ex-a", "prices") == T0 + timedelta(milliseconds=3 + 199 * 10)
+
+
+def test_merged_times_from_other_replicas_only_move_forward() -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    tracker = StalenessTracker()
+    tracker.record("ex-a", "positions", t0 + timedelta(seconds=5))
+    tracker.merge({("ex-a", "positions"): t0, ("ex-b", "balances"): t0 + timedelta(seconds=3)})
+    assert tracker.newest("ex-a", "positions") == t0 + timedelta(seconds=5)
+    assert tracker.newest("ex-b", "balances") == t0 + timedelta(seconds=3)
