@@ -227,6 +227,8 @@ class Monitor:
             snapshots_days=s.retention_snapshots_days,
             collection_runs_days=s.retention_collection_runs_days,
             rejected_records_days=s.retention_rejected_records_days,
+            evaluations_days=s.retention_evaluations_days,
+            account_risk_history_days=s.retention_account_risk_history_days,
         )
         job = maintain_partitions.MaintainPartitions(self.engine, policy, clock=lambda: datetime.now(UTC))
         return schedule.ScheduledJob(

@@ -24,7 +24,13 @@ pytestmark = pytest.mark.integration
 
 TODAY = datetime.now(UTC).date()
 POSITIONS = next(t for t in HISTORY_TABLES if t.name == "position_snapshots")
-KEEP_ALL = RetentionPolicy(snapshots_days=100_000, collection_runs_days=100_000, rejected_records_days=100_000)
+KEEP_ALL = RetentionPolicy(
+    snapshots_days=100_000,
+    collection_runs_days=100_000,
+    rejected_records_days=100_000,
+    evaluations_days=100_000,
+    account_risk_history_days=100_000,
+)
 
 
 def at(day: date, hour: int = 12, second: float = 0) -> datetime:
