@@ -279,14 +279,24 @@ def test_a_hanging_database_bounds_every_call_and_piles_nothing_up(
         frozen = time.monotonic()
         private_pg.freeze()
         try:
+            # A scrape right away, while the pool still holds idle connections to the frozen server: the
+            # scrape-time outbox gauges read the database, and must give up after the connect timeout.
+            started = time.monotonic()
+            assert replica.get("/metrics", timeout=10)[0] == 200
+            assert time.monotonic() - started < 4, "a scrape waited on the hung database"
             # The readiness ping has a deadline (the connect timeout, 1 s): it answers instead of hanging.
             wait_for(lambda: _ready(replica) == 503, frozen + READY_503_S - time.monotonic(), "readiness 503")
             peak = baseline
             deadline = time.monotonic() + 8
-            while time.monotonic() < deadline:  # probes keep coming, as a load balancer's would
+            while time.monotonic() < deadline:  # probes and scrapes keep coming, as a balancer's and Prometheus'
                 started = time.monotonic()
                 assert _ready(replica) == 503
                 assert time.monotonic() - started < 4, "a readiness probe waited on the hung database"
+                started = time.monotonic()
+                status, _body = replica.get("/metrics", timeout=10)
+                assert status == 200
+                # Scrape-time database reads (the outbox gauges) give up after the connect timeout.
+                assert time.monotonic() - started < 4, "a scrape waited on the hung database"
                 peak = max(peak, thread_count(replica.proc.pid))
                 time.sleep(0.2)
             # Stuck runs are not stacked: the scheduler skips a job's run while its previous run is stuck.
