@@ -7,7 +7,10 @@ Builds the history server-side (INSERT ... SELECT generate_series, one day per s
   path (SnapshotStore.write_snapshots) and bare binary COPY, plus server-side INSERT ... SELECT;
 - a one-account, one-hour query: p50/p99 over random picks, with partition pruning vs without;
 - retention of one day: detach + drop of its partition vs DELETE of the same rows (and the VACUUM after);
-- the EXPLAIN of one pick (docs/schema.md quotes it).
+- the EXPLAIN of one pick (docs/schema.md quotes it);
+- the evaluation history (``account_risk_history`` hourly per account, ``evaluations`` one row a minute, a
+  year of each in daily partitions): the same one-account one-hour query with pruning vs without, one hour
+  of ``evaluations``, and both plans. ``--only-evaluation-history`` runs just this part.
 """
 
 from __future__ import annotations
@@ -268,6 +271,98 @@ def measure_full_retention(engine: Engine, today: date) -> None:
           f" partitions, created {len(report.created)}, in {elapsed:.2f} s")  # fmt: skip
 
 
+RISK_GENERATE = """
+    INSERT INTO account_risk_history (account_id, recorded_at, evaluation_id, gross, net, equity, leverage,
+                                      unrealized_pnl, daily_pnl, drawdown)
+    SELECT a, ts, 0, 1000 + a, a - 50, 500 + a, (1000 + a) / (500.0 + a), 1.5, -2.25, 0.01
+    FROM generate_series(CAST(:low AS timestamptz), CAST(:high AS timestamptz) - interval '1 hour',
+                         interval '1 hour') AS ts,
+         generate_series(1, :accounts) AS a
+"""
+EVALUATIONS_GENERATE = """
+    INSERT INTO evaluations (path, started_at, finished_at, data_as_of, accounts_evaluated, checks, breaches, status)
+    SELECT 'scheduled', ts, ts + interval '400 ms', ts - interval '1 s', 10000, 12859, 12, 'succeeded'
+    FROM generate_series(CAST(:low AS timestamptz), CAST(:high AS timestamptz) - interval '1 minute',
+                         interval '1 minute') AS ts
+"""
+RISK_ONE_HOUR = (
+    "SELECT recorded_at, gross, equity, leverage, drawdown FROM account_risk_history"
+    " WHERE account_id = %s AND recorded_at >= %s AND recorded_at < %s"
+)
+EVALUATIONS_ONE_HOUR = (
+    "SELECT id, started_at, finished_at, checks, breaches FROM evaluations WHERE started_at >= %s AND started_at < %s"
+)
+
+
+def build_evaluation_history(engine: Engine, first: date, last: date, accounts: int) -> None:
+    tables = [t for t in partitions.HISTORY_TABLES if t.name in ("account_risk_history", "evaluations")]
+    with engine.begin() as conn:
+        for table in tables:
+            existing = partitions.partitions_of(conn, table.name)
+            day = first
+            while day <= last:
+                if partitions.partition_name(table.name, day) not in existing:
+                    partitions.create_partition(conn, table, day)
+                day += timedelta(days=1)
+    started, day = time.perf_counter(), first
+    while day <= last:
+        bounds = {"low": midnight(day), "high": midnight(day + timedelta(days=1)), "accounts": accounts}
+        with engine.begin() as conn:
+            conn.execute(text(RISK_GENERATE), bounds)
+            conn.execute(text(EVALUATIONS_GENERATE), bounds)
+        day += timedelta(days=1)
+    days, elapsed = (last - first).days + 1, time.perf_counter() - started
+    print(f"\nevaluation history: {accounts * 24 * days:,} account_risk_history rows ({accounts} accounts, hourly)"
+          f" and {days * 1440:,} evaluations (one a minute) over {days} days in {elapsed:.1f} s")  # fmt: skip
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("ANALYZE account_risk_history"))
+        conn.execute(text("ANALYZE evaluations"))
+
+
+def measure_evaluation_history(engine: Engine, first: date, days: int, accounts: int, picks: int) -> None:
+    rng = random.Random(9)
+    start = midnight(first)
+    chosen = [(rng.randint(1, accounts), start + timedelta(hours=rng.randrange(days * 24))) for _ in range(picks)]
+    results: dict[str, list[float]] = {"pruned": [], "unpruned": [], "evaluations": []}
+    with engine.connect() as conn:
+        cursor: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        for mode, setting in (("pruned", "on"), ("unpruned", "off")):
+            cursor.execute(f"SET enable_partition_pruning = {setting}")
+            for account, hour in [chosen[0], *chosen]:  # the first is a warm-up, timed again below
+                began = time.perf_counter()
+                cursor.execute(RISK_ONE_HOUR, (account, hour, hour + timedelta(hours=1)))
+                cursor.fetchall()
+                results[mode].append((time.perf_counter() - began) * 1000)
+            results[mode].pop(0)
+        cursor.execute("SET enable_partition_pruning = on")
+        for _account, hour in chosen:
+            began = time.perf_counter()
+            cursor.execute(EVALUATIONS_ONE_HOUR, (hour, hour + timedelta(hours=1)))
+            cursor.fetchall()
+            results["evaluations"].append((time.perf_counter() - began) * 1000)
+        account, hour = chosen[0]
+        plans = {}
+        for title, query, params in (
+            ("account_risk_history, one account, one hour", RISK_ONE_HOUR, (account, hour, hour + timedelta(hours=1))),
+            ("evaluations, one hour", EVALUATIONS_ONE_HOUR, (hour, hour + timedelta(hours=1))),
+        ):
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + query, params)
+            plans[title] = [row[0] for row in cursor.fetchall()]
+        conn.rollback()
+    p = {mode: (percentile(v, 0.5), percentile(v, 0.99)) for mode, v in results.items()}
+    print(f"account_risk_history, one account, one hour, {picks} random picks:")
+    print(f"  with partition pruning:    p50 {p['pruned'][0]:7.2f} ms   p99 {p['pruned'][1]:7.2f} ms")
+    print(f"  pruning off (baseline):    p50 {p['unpruned'][0]:7.2f} ms   p99 {p['unpruned'][1]:7.2f} ms")
+    print(f"  ratio p50 pruned / off:    {p['pruned'][0] / p['unpruned'][0]:.3f}x")
+    print(
+        f"evaluations, one hour (60 rows), pruned: p50 {p['evaluations'][0]:.2f} ms   p99 {p['evaluations'][1]:.2f} ms"
+    )
+    for title, plan in plans.items():
+        print(f"\nEXPLAIN ANALYZE, {title}:")
+        for line in plan:
+            print("  " + line)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=5_000_000, help="history rows to build (at least)")
@@ -277,6 +372,8 @@ def main() -> None:
     parser.add_argument("--batch-accounts", type=int, default=10_000, help="accounts per ingest batch")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dense-rows", type=int, default=1_000_000, help="rows per day of the dense retention test")
+    parser.add_argument("--risk-accounts", type=int, default=200, help="accounts in the evaluation history")
+    parser.add_argument("--only-evaluation-history", action="store_true", help="skip the snapshot measurements")
     args = parser.parse_args()
 
     accounts = -(-args.rows // (args.days * 24 * args.positions))  # hourly snapshots, rounded up
@@ -285,6 +382,11 @@ def main() -> None:
     print(f"history: {accounts} accounts x {args.positions} positions, hourly snapshots, {first} .. {last}")
     with benchmark_database() as url:
         engine = database.make_engine(url, statement_timeout_s=3600)
+        build_evaluation_history(engine, first, last, args.risk_accounts)
+        measure_evaluation_history(engine, first, args.days, args.risk_accounts, args.queries)
+        if args.only_evaluation_history:
+            engine.dispose()
+            return
         build_history(engine, first, last, accounts, args.positions)
         # Two days at production-like density, before the history, for the retention comparison.
         dense = [first - timedelta(days=3), first - timedelta(days=2)]

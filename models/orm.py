@@ -7,9 +7,10 @@ Conventions (docs/schema.md explains each table):
   contains ``collected_at`` (so native partitioning by time needs no key change), a BRIN index covers
   time-range scans, and ``snapshot_heads`` + the ``*_latest`` views (``LATEST_VIEWS``) give the current
   state so evaluation never scans history;
-- history tables (the snapshots, ``collection_runs``, ``rejected_records``) are partitioned by day on their
-  time column (``postgresql_partition_by``; docs/schema.md says why): retention drops whole partitions
-  and a time-bounded query reads only its days. ``services.partitions`` creates and drops the partitions;
+- history tables (the snapshots, ``collection_runs``, ``rejected_records``, ``evaluations``,
+  ``account_risk_history``) are partitioned by day on their time column (``postgresql_partition_by``;
+  docs/schema.md says why): retention drops whole partitions and a time-bounded query reads only its days.
+  ``services.partitions`` creates and drops the partitions;
 - snapshot tables carry no foreign keys: a per-row FK check would halve the COPY rate, and the only
   writer resolves account ids from ``accounts`` in the same transaction.
 """
@@ -313,12 +314,18 @@ class LimitRow(Base):
 
 
 class EvaluationRow(Base):
-    """One evaluation pass (scheduled or tick flush): timing and counts."""
+    """One evaluation pass (scheduled or tick flush): timing and counts. Partitioned by ``started_at``
+    (one row per pass, forever): the primary key has to contain it, so ``id`` alone is unique only by its
+    identity sequence, and a statement by ``id`` should also bound ``started_at`` to read one partition."""
 
     __tablename__ = "evaluations"
-    __table_args__ = (Index(None, "started_at", postgresql_using="brin"),)
+    __table_args__ = (
+        PrimaryKeyConstraint("id", "started_at"),
+        Index(None, "started_at", postgresql_using="brin"),
+        _by_day("started_at"),
+    )
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, Identity())
     path: Mapped[str]
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
@@ -353,6 +360,7 @@ class AccountRiskHistoryRow(Base):
     __table_args__ = (
         PrimaryKeyConstraint("account_id", "recorded_at"),
         Index(None, "recorded_at", postgresql_using="brin"),
+        _by_day("recorded_at"),
     )
 
     account_id: Mapped[int] = mapped_column(Integer)

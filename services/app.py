@@ -163,8 +163,12 @@ class Monitor:
         s, sessions = self.settings, self.sessions
         assert sessions is not None
         channels = s.notifications_channels
-        metrics.OUTBOX_BACKLOG.bind(lambda: notifications_setup.backlog_source(sessions, channels)[0])
-        metrics.OUTBOX_OLDEST_PENDING_AGE.bind(lambda: notifications_setup.backlog_source(sessions, channels)[1])
+        # Bounded: a scrape must answer while the database hangs (no samples then), not wait for it.
+        backlog = database.BoundedRead(
+            lambda: notifications_setup.backlog_source(sessions, channels), s.database_connect_timeout_s
+        )
+        metrics.OUTBOX_BACKLOG.bind(lambda: backlog()[0])
+        metrics.OUTBOX_OLDEST_PENDING_AGE.bind(lambda: backlog()[1])
         if not channels:
             return []
         secret = secret_from_env(s.notifications_webhook_secret_env) if "webhook" in channels else ""
@@ -227,6 +231,8 @@ class Monitor:
             snapshots_days=s.retention_snapshots_days,
             collection_runs_days=s.retention_collection_runs_days,
             rejected_records_days=s.retention_rejected_records_days,
+            evaluations_days=s.retention_evaluations_days,
+            account_risk_history_days=s.retention_account_risk_history_days,
         )
         job = maintain_partitions.MaintainPartitions(self.engine, policy, clock=lambda: datetime.now(UTC))
         return schedule.ScheduledJob(

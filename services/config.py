@@ -246,6 +246,12 @@ _FIELDS: tuple[_Field, ...] = (
     ),
     _Field("retention.collection_runs_days", _parse_positive_int, "Days of collection_runs kept."),
     _Field("retention.rejected_records_days", _parse_positive_int, "Days of rejected_records kept."),
+    _Field("retention.evaluations_days", _parse_positive_int, "Days of evaluations (one row per pass) kept."),
+    _Field(
+        "retention.account_risk_history_days",
+        _parse_positive_int,
+        "Days of account_risk_history (per-account risk figures over time) kept.",
+    ),
     _Field(
         "retention.maintenance_interval_s",
         _parse_float,
@@ -348,6 +354,8 @@ class Settings:
     retention_snapshots_days: int = 30
     retention_collection_runs_days: int = 90
     retention_rejected_records_days: int = 90
+    retention_evaluations_days: int = 90
+    retention_account_risk_history_days: int = 400
     retention_maintenance_interval_s: float = 3600.0
     # --- several replicas (issue 8) ---
     leases_enabled: bool = True

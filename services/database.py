@@ -7,11 +7,11 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
@@ -22,6 +22,7 @@ from services.errors import ConfigError, DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_DATABASE = "risk_monitor"
 
@@ -120,6 +121,51 @@ class BoundedPing:
         except Exception as exc:  # noqa: BLE001 - any failure of the probe means "not ready"
             self._error = f"{type(exc).__name__}: {exc}"
         finally:
+            self._done.set()
+
+
+class BoundedRead(Generic[T]):
+    """A database read made at scrape time (Prometheus gauges), with a deadline and at most one in flight.
+
+    The same rule as ``BoundedPing``: against a hung server a pooled connection's round trip waits for as
+    long as the server is frozen, so reading at every scrape would hang the scrape and leave one stuck
+    thread per scrape. Here a scrape waits at most ``timeout_s`` and then gets ``TimeoutError`` (the gauge
+    exports no samples); a read still stuck is shared by later scrapes rather than repeated.
+    """
+
+    def __init__(self, read: Callable[[], T], timeout_s: float) -> None:
+        self._read = read
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._done.set()
+        self._started = 0.0
+        self._result: T | None = None
+        self._error: BaseException | None = None
+
+    def __call__(self) -> T:
+        with self._lock:
+            if self._done.is_set():
+                self._done.clear()
+                self._started = time.monotonic()
+                threading.Thread(target=self._run, name="db-scrape-read", daemon=True).start()
+            started = self._started
+        if not self._done.wait(max(0.0, started + self.timeout_s - time.monotonic())):
+            raise TimeoutError(f"database did not answer within {self.timeout_s:g} s")
+        with self._lock:
+            if self._error is not None:
+                raise self._error
+            return cast(T, self._result)
+
+    def _run(self) -> None:
+        result: T | None = None
+        error: BaseException | None = None
+        try:
+            result = self._read()
+        except Exception as exc:  # noqa: BLE001 - handed to the waiting scrape, which reports no samples
+            error = exc
+        with self._lock:
+            self._result, self._error = result, error
             self._done.set()
 
 

@@ -130,9 +130,9 @@ def run_evaluation(
         conn.execute(
             text(
                 "UPDATE evaluations SET alerts_opened = :opened, alerts_resolved = :resolved, finished_at = :at"
-                " WHERE id = :id"
+                " WHERE id = :id AND started_at = :started"  # the partition key: one partition, not all
             ),
-            {"opened": opened, "resolved": resolved, "at": finished, "id": evaluation_id},
+            {"opened": opened, "resolved": resolved, "at": finished, "id": evaluation_id, "started": now},
         )
         open_alerts = _open_alert_counts(conn)
     done = time.perf_counter()

@@ -49,6 +49,8 @@ HISTORY_TABLES: tuple[HistoryTable, ...] = (
     HistoryTable("price_snapshots", "collected_at", "snapshots_days"),
     HistoryTable("collection_runs", "started_at", "collection_runs_days"),
     HistoryTable("rejected_records", "rejected_at", "rejected_records_days"),
+    HistoryTable("evaluations", "started_at", "evaluations_days"),
+    HistoryTable("account_risk_history", "recorded_at", "account_risk_history_days"),
 )
 
 
@@ -60,6 +62,8 @@ class RetentionPolicy:
     snapshots_days: int = 30
     collection_runs_days: int = 90
     rejected_records_days: int = 90
+    evaluations_days: int = 90
+    account_risk_history_days: int = 400  # a year of risk figures plus a margin: year-on-year questions
 
     def days_for(self, table: HistoryTable) -> int:
         days: int = getattr(self, table.retention)

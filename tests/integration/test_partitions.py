@@ -24,7 +24,13 @@ pytestmark = pytest.mark.integration
 
 TODAY = datetime.now(UTC).date()
 POSITIONS = next(t for t in HISTORY_TABLES if t.name == "position_snapshots")
-KEEP_ALL = RetentionPolicy(snapshots_days=100_000, collection_runs_days=100_000, rejected_records_days=100_000)
+KEEP_ALL = RetentionPolicy(
+    snapshots_days=100_000,
+    collection_runs_days=100_000,
+    rejected_records_days=100_000,
+    evaluations_days=100_000,
+    account_risk_history_days=100_000,
+)
 
 
 def at(day: date, hour: int = 12, second: float = 0) -> datetime:
@@ -218,3 +224,39 @@ def test_the_monitor_runs_partition_maintenance_at_start(private_engine: Engine)
         wait_until(lambda: ahead in _partitions(private_engine, "rejected_records"), timeout_s=20)
     finally:
         monitor.stop()
+
+
+def test_evaluation_history_expires_by_whole_days_with_its_own_retention(private_engine: Engine) -> None:
+    evaluations, risk = (
+        next(t for t in HISTORY_TABLES if t.name == n) for n in ("evaluations", "account_risk_history")
+    )
+    later = TODAY + timedelta(days=60)
+    with private_engine.begin() as conn:
+        for day in (TODAY, later):
+            evaluation_id = conn.scalar(
+                text(
+                    "INSERT INTO evaluations (path, started_at, status)"
+                    " VALUES ('scheduled', :at, 'succeeded') RETURNING id"
+                ),
+                {"at": at(day)},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO account_risk_history (account_id, recorded_at, evaluation_id, gross, net, equity,"
+                    " leverage, unrealized_pnl, daily_pnl, drawdown) VALUES (987654, :at, :e, 1, 1, 1, 1, 0, 0, 0)"
+                ),
+                {"at": at(day), "e": evaluation_id},
+            )
+    # 30 days of evaluations, 90 of risk history: at later + 1, TODAY has expired for the first only.
+    policy = RetentionPolicy(precreate_days=1, evaluations_days=30, account_risk_history_days=90)
+    dropped = {t.name: partitions.maintain(private_engine, t, policy, today=later + timedelta(days=1)).dropped
+               for t in (evaluations, risk)}  # fmt: skip
+
+    assert partition_name("evaluations", TODAY) in dropped["evaluations"]
+    assert partition_name("account_risk_history", TODAY) not in dropped["account_risk_history"]
+    with private_engine.connect() as conn:
+        kept = conn.execute(text("SELECT started_at FROM evaluations WHERE started_at IN (:a, :b)"),
+                            {"a": at(TODAY), "b": at(later)}).scalars().all()  # fmt: skip
+        risk_rows = conn.scalar(text("SELECT count(*) FROM account_risk_history WHERE account_id = 987654"))
+    assert kept == [at(later)]
+    assert risk_rows == 2

@@ -72,11 +72,19 @@ def test_a_retention_longer_than_the_calendar_keeps_everything() -> None:
 
 
 def test_each_table_class_has_its_own_retention() -> None:
-    policy = RetentionPolicy(snapshots_days=30, collection_runs_days=60, rejected_records_days=90)
+    policy = RetentionPolicy(
+        snapshots_days=30,
+        collection_runs_days=60,
+        rejected_records_days=90,
+        evaluations_days=45,
+        account_risk_history_days=400,
+    )
     by_table = {t.name: policy.days_for(t) for t in HISTORY_TABLES}
     assert by_table["custody_balance_snapshots"] == 30
     assert by_table["collection_runs"] == 60
     assert by_table["rejected_records"] == 90
+    assert by_table["evaluations"] == 45
+    assert by_table["account_risk_history"] == 400
 
 
 def test_bounds_are_utc_midnights() -> None:
