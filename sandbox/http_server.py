@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
-from sandbox.documents import CustodianDocuments, ExchangeDocuments, NotFound
+from sandbox.documents import CustodianDocuments, ExchangeDocuments, NotFound, Route
 from sandbox.faults import FaultBook, corrupt
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,13 @@ class _VenueHandler(_JsonHandler):
         except NotFound:
             self.send_error_json(404, f"no route {url.path}")
             return
+        venue.faults.started(venue.name)
+        try:
+            self._answer(venue, route)
+        finally:
+            venue.faults.finished(venue.name)
+
+    def _answer(self, venue: VenueServer, route: Route) -> None:
         outcome = venue.faults.take(venue.name, route.endpoint)
         if outcome.delay:
             venue.stopping.wait(outcome.delay)

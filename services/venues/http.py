@@ -1,10 +1,12 @@
 """REST clients for exchanges and custodians: timeouts, retries, circuit breakers, domain errors.
 
-Each client owns one `requests.Session`. Every GET has an explicit (connect, read) timeout and is
-retried by `urllib3.Retry` on transient failures only (connection errors, timeouts, 500/502/503/504),
-with exponential backoff and jitter. A circuit breaker per endpoint stops hammering a venue that
-keeps failing. Transport errors become `VenueUnavailable` / `VenueTimeout` / `CircuitOpen` here, and
-bodies are validated by `models.payloads` (`MalformedResponse` for a wholly bad body).
+Each client owns one connection pool (sized by ``HttpPolicy.connections``), used through a
+`requests.Session` per calling thread, so a collection run may issue its requests concurrently. Every
+GET has an explicit (connect, read) timeout and is retried by `urllib3.Retry` on transient failures
+only (connection errors, timeouts, 500/502/503/504), with exponential backoff and jitter. A circuit
+breaker per endpoint stops hammering a venue that keeps failing. Transport errors become
+`VenueUnavailable` / `VenueTimeout` / `CircuitOpen` here, and bodies are validated by
+`models.payloads` (`MalformedResponse` for a wholly bad body).
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ class HttpPolicy:
     breaker_cooldown: float = 30.0
     max_skew: timedelta = DEFAULT_MAX_SKEW
     api_key_header: str = "X-API-Key"
+    connections: int = 10  # kept-alive connections per client: size it to the venue's request concurrency
 
     def retry(self) -> Retry:
         return Retry(
@@ -126,13 +129,27 @@ class _VenueHttp:
         self.clock = clock
         self.breakers: dict[str, CircuitBreaker] = {}
         self._breakers_lock = threading.Lock()  # metrics may read states from another thread
-        self.session = requests.Session()
-        adapter = HTTPAdapter(max_retries=policy.retry())
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        self.session.headers["Accept"] = "application/json"
+        # One connection pool (urllib3's is thread-safe) shared by a Session per request thread: a
+        # requests.Session itself is not documented as thread-safe, its adapter's pool manager is.
+        self._adapter = HTTPAdapter(
+            max_retries=policy.retry(), pool_connections=1, pool_maxsize=max(1, policy.connections)
+        )
+        self._headers = {"Accept": "application/json"}
         if api_key:
-            self.session.headers[policy.api_key_header] = api_key  # never logged: we log paths only
+            self._headers[policy.api_key_header] = api_key  # never logged: we log paths only
+        self._local = threading.local()
+
+    @property
+    def session(self) -> requests.Session:
+        """This thread's session; every session sends through the same adapter (one pool per client)."""
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.mount("http://", self._adapter)
+            session.mount("https://", self._adapter)
+            session.headers.update(self._headers)
+            self._local.session = session
+        return session
 
     def breaker(self, endpoint: str) -> CircuitBreaker:
         with self._breakers_lock:
@@ -213,7 +230,7 @@ class _VenueHttp:
         return {endpoint: breaker.state for endpoint, breaker in self.breakers.items()}
 
     def close(self) -> None:
-        self.session.close()
+        self._adapter.close()  # the pool every thread's session shares
 
 
 def _now() -> datetime:
@@ -229,7 +246,7 @@ def _outcome(exc: VenueUnavailable) -> str:
 
 
 class _Client:
-    """Base of the venue clients. Use one client per thread: a `requests.Session` is not thread-safe."""
+    """Base of the venue clients. Safe to call from several threads (a session per thread, one pool)."""
 
     def __init__(
         self,
