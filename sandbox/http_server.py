@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from decimal import Decimal
@@ -27,6 +29,26 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], owner: Any) -> None:
         super().__init__(address, handler)
         self.owner = owner
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def drop_connections(self) -> None:
+        """Cut every open (kept-alive) connection, so a venue taken down stops answering at once."""
+        with self._open_lock:
+            open_now, self._open = list(self._open), set()
+        for sock in open_now:
+            with contextlib.suppress(OSError):  # already closed by its handler
+                sock.shutdown(socket.SHUT_RDWR)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Usually a client that gave up on a slow response (BrokenPipe): expected in fault tests.
@@ -57,6 +79,11 @@ class _JsonHandler(BaseHTTPRequestHandler):
 
 
 class _VenueHandler(_JsonHandler):
+    # Keep-alive, as real venues do (every answer has a Content-Length): a client's pooled connection is
+    # reused instead of a TCP connect per request. An idle connection is closed after `timeout` seconds.
+    protocol_version = "HTTP/1.1"
+    timeout = 30
+
     def do_GET(self) -> None:
         venue = cast(VenueServer, cast(_Server, self.server).owner)
         url = urlsplit(self.path)
@@ -159,6 +186,7 @@ class _Listener:
         if server is not None:
             server.shutdown()
             server.server_close()
+            server.drop_connections()
         if thread is not None:
             thread.join(timeout=5)
 

@@ -27,6 +27,10 @@ from services.collection import AccountFilter
 log = logging.getLogger(__name__)
 
 
+class ShardsUnknown(RuntimeError):
+    """The last heartbeat failed (database unreachable): which shards this replica holds is unknown."""
+
+
 def shard_of(venue_id: str, account: str, count: int) -> int:
     """The shard of a venue's account (its external id): the same number in every process."""
     return zlib.crc32(f"{venue_id}/{account}".encode()) % count
@@ -81,6 +85,7 @@ class AccountShards:
         self.ttl_s = ttl_s
         self.jobs: tuple[str, ...] = ()
         self._held: dict[str, frozenset[int]] = {}
+        self._failed = False  # the last heartbeat raised
         self._lock = threading.Lock()
 
     def register(self, jobs: Iterable[str]) -> None:
@@ -97,10 +102,12 @@ class AccountShards:
         except Exception:
             with self._lock:
                 self._held = {}  # unknown: collect nothing rather than shards another replica may own now
+                self._failed = True
             raise
         with self._lock:
             lost = {job: self._held.get(job, frozenset()) - shards for job, shards in held.items()}
             self._held = held
+            self._failed = False
         for job, shards in lost.items():
             if shards:
                 log.info("shards of %s moved away: %s", job, sorted(shards))
@@ -126,8 +133,13 @@ class AccountShards:
         return {job: frozenset(shards) for job, shards in held.items()}
 
     def claim(self, job_id: str) -> bool:
-        """True when this replica holds a shard of the job (no database round trip: the heartbeat keeps it)."""
+        """True when this replica holds a shard of the job (no database round trip: the heartbeat keeps it).
+
+        Raises ``ShardsUnknown`` while the heartbeat is failing, so the run counts as failed (as a job lease
+        claim against an unreachable database does), not as quietly led by another replica."""
         with self._lock:
+            if self._failed:
+                raise ShardsUnknown(f"account shards of {job_id} unknown: the last shard heartbeat failed")
             return bool(self._held.get(job_id))
 
     def only(self, job_id: str, venue_id: str) -> AccountFilter:

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from services.leases import holder_id
-from services.shards import AccountShards
+from services.shards import AccountShards, ShardsUnknown
 
 pytestmark = pytest.mark.integration
 
@@ -127,3 +127,22 @@ def test_a_run_covers_only_the_accounts_of_the_shards_held(fresh_engine: Engine)
     assert mine
     assert theirs
     assert sorted(mine + theirs) == sorted(accounts)
+
+
+def test_while_the_heartbeat_fails_a_claim_raises_instead_of_skipping_quietly(fresh_engine: Engine) -> None:
+    a = _replica(fresh_engine, "a")
+    a.rebalance()
+    assert a.claim(JOBS[0])
+    with fresh_engine.begin() as conn:  # the table goes away under the replica: the next heartbeat fails
+        conn.execute(text("ALTER TABLE collection_shards RENAME TO collection_shards_away"))
+    try:
+        with pytest.raises(Exception, match="collection_shards"):
+            a.rebalance()
+        with pytest.raises(ShardsUnknown):
+            a.claim(JOBS[0])
+        assert a.held() == {}
+    finally:
+        with fresh_engine.begin() as conn:
+            conn.execute(text("ALTER TABLE collection_shards_away RENAME TO collection_shards"))
+    a.rebalance()
+    assert a.claim(JOBS[0])
