@@ -113,6 +113,13 @@ def run_probe(scheduler: BackgroundScheduler, probe: Probe, seconds: float) -> d
     return probe.summary()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of another process (the sandbox), from /proc."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb() -> float:
     with open("/proc/self/status") as fh:
         for line in fh:
@@ -299,6 +306,7 @@ def main() -> None:
                 time.sleep(20)  # warm-up: first full collection, first evaluation (opens every alert)
                 rss_start = rss_mb()
                 cpu_start, wall_start = time.process_time(), time.monotonic()
+                venues_cpu_start = cpu_seconds(sandbox.pid)
                 missed_start = counter_total("risk_monitor_job_missed_total")
                 assert monitor.scheduler is not None
                 rss_timeline: list[float] = []
@@ -314,6 +322,7 @@ def main() -> None:
                 sampling.set()
                 cpu = time.process_time() - cpu_start
                 wall = time.monotonic() - wall_start
+                venues_cpu = cpu_seconds(sandbox.pid) - venues_cpu_start
                 rss_end = rss_mb()
                 missed = {
                     job: n - missed_start.get(job, 0.0)
@@ -343,6 +352,8 @@ def main() -> None:
     print(f"scheduler lateness idle:   {idle_lateness}")
     print(f"scheduler lateness loaded: {loaded_lateness}")
     print(f"CPU share of the monitor process: {cpu / wall:.1%} of one core ({cpu:.0f} s CPU / {wall:.0f} s wall)")
+    print(f"CPU share of the sandbox venues (child process): {venues_cpu / wall:.1%} of one core")
+    print(f"load average at the end: {os.getloadavg()}")
     print(f"missed runs during the loaded phase: {missed or 'none'}")
     failed = {job: n for job, n in failures.items() if n}
     print(f"failed runs (whole process life): {failed or 'none'}")
