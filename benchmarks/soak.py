@@ -1,13 +1,16 @@
-"""Soak: a real Monitor collecting 1k accounts from the sandbox with 1 s collection and evaluation, for N minutes.
+"""Soak: a real Monitor at 1k accounts x 10 positions, 1 s collection and evaluation, and a 5k ticks/s stream.
 
-    .venv/bin/python benchmarks/soak.py [--minutes 10] [--accounts 1000] [--idle-s 20]
+    .venv/bin/python benchmarks/soak.py [--duration 600] [--accounts 1000] [--ticks-per-s 5000] [--idle-s 20]
 
-The sandbox venues run in a child process (`python -m sandbox`), so this process's CPU time and RSS are the
-monitor's alone. A probe job on the monitor's own scheduler (default pool, every 0.5 s) measures scheduler
-lateness: actual start - scheduled time. The same probe first runs on an idle scheduler for ``--idle-s``
-seconds in the same process: the loaded figure is read against that baseline. Reported: RSS at start
-(after warm-up) and end, lateness p50/p99/max idle vs loaded, missed and failed runs per job, CPU share
-(process CPU seconds / wall seconds), and how many collections and evaluations actually ran.
+The sandbox venues run in a child process (`python -m sandbox`, ten traded symbols, every account traded
+into about ten positions before the monitor starts), and so does the tick client (a `StreamTicks` stream of
+price ticks in batches of 100 at ``--ticks-per-s``), so this process's CPU time and RSS are the monitor's
+alone. A probe job on the monitor's own scheduler (default pool, every 0.5 s) measures scheduler lateness:
+actual start - scheduled time. The same probe first runs on an idle scheduler for ``--idle-s`` seconds in
+the same process: the loaded figure is read against that baseline. Reported: RSS at start (after warm-up)
+and end, lateness p50/p99/max idle vs loaded, missed and failed runs per job, CPU share (process CPU
+seconds / wall seconds), how many collections and evaluations ran, and the tick stream's achieved rate and
+round trips.
 """
 
 from __future__ import annotations
@@ -15,14 +18,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import grpc
 from _support import ROOT, benchmark_database
 from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import REGISTRY
@@ -35,6 +43,21 @@ from services.config import Settings
 from services.venue_settings import VenueSettings
 
 PROBE_S = 0.5
+TICK_BATCH = 100
+# Ten traded symbols (each account ends up holding most of them) and the stablecoin reference.
+PRICES = {
+    "BTC-USDT": "60000",
+    "ETH-USDT": "3000",
+    "SOL-USDT": "150",
+    "XRP-USDT": "0.6",
+    "ADA-USDT": "0.45",
+    "DOGE-USDT": "0.15",
+    "AVAX-USDT": "35",
+    "DOT-USDT": "7",
+    "LINK-USDT": "15",
+    "LTC-USDT": "80",
+    "USDT-USD": "1",
+}
 LIMITS = """
 [[limit]]
 name = "account-leverage"
@@ -90,6 +113,13 @@ def run_probe(scheduler: BackgroundScheduler, probe: Probe, seconds: float) -> d
     return probe.summary()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of another process (the sandbox), from /proc."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb() -> float:
     with open("/proc/self/status") as fh:
         for line in fh:
@@ -111,7 +141,9 @@ def counter_total(name: str) -> dict[str, float]:
 def start_sandbox(accounts: int, tmp: Path) -> tuple[subprocess.Popen[str], dict[str, object]]:
     cfg = tmp / "sandbox.json"
     per_exchange = accounts // 2
-    cfg.write_text(json.dumps({"accounts_per_exchange": per_exchange, "step_interval": 1.0, "seed": 3}))
+    cfg.write_text(
+        json.dumps({"accounts_per_exchange": per_exchange, "step_interval": 1.0, "seed": 3, "prices": PRICES})
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "sandbox", "--config", str(cfg)],
         stdout=subprocess.PIPE,
@@ -121,15 +153,113 @@ def start_sandbox(accounts: int, tmp: Path) -> tuple[subprocess.Popen[str], dict
         env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'proto'}"},
     )
     assert proc.stdout is not None
-    return proc, json.loads(proc.stdout.readline())
+    where = json.loads(proc.stdout.readline())
+    # About 30 trades per account over ten symbols: ~10 positions each before the monitor starts.
+    request = urllib.request.Request(
+        f"{where['control']}/control/step",
+        data=json.dumps({"n": 100}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=300) as answer:
+        answer.read()
+    return proc, where
+
+
+# --- the tick stream (a child process: its CPU is not the monitor's) --------------------------------------
+
+
+def tick_client(port: int, rate: float, seconds: float) -> None:
+    """Stream price ticks at ``rate`` ticks/s in batches of TICK_BATCH; print one JSON line of figures."""
+    from riskmonitor.v1 import risk_monitor_pb2 as pb
+    from riskmonitor.v1 import risk_monitor_pb2_grpc as pb_grpc
+
+    rng = random.Random(5)
+    last = {s: float(p) for s, p in PRICES.items() if s != "USDT-USD"}
+    symbols = sorted(last)
+    sent_at: dict[int, float] = {}
+    stop = threading.Event()
+
+    def batches() -> Iterator[pb.TickBatch]:
+        n, next_at = 0, time.perf_counter()
+        while not stop.is_set():
+            next_at += TICK_BATCH / rate
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            n += 1
+            ticks = []
+            for _ in range(TICK_BATCH):
+                symbol = rng.choice(symbols)
+                last[symbol] *= 1 + rng.choice((-0.0005, 0.0005))
+                price = pb.PriceUpdate(symbol=symbol, price=f"{last[symbol]:.6g}", source="ticks")
+                ticks.append(pb.Tick(price=price))
+            sent_at[n] = time.perf_counter()
+            yield pb.TickBatch(batch_id=n, ticks=ticks)
+
+    rtts: list[float] = []
+    errors = 0
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        responses = pb_grpc.RiskMonitorServiceStub(channel).StreamTicks(batches())
+        started = time.perf_counter()
+        for response in responses:
+            rtts.append(time.perf_counter() - sent_at.pop(response.batch_id))
+            errors += len(response.errors)
+            if time.perf_counter() - started >= seconds:
+                break
+        elapsed = time.perf_counter() - started
+        stop.set()
+        responses.cancel()
+    cuts = statistics.quantiles(rtts, n=100) if len(rtts) >= 2 else [0.0] * 99
+    print(
+        json.dumps(
+            {
+                "ticks_per_s": round(len(rtts) * TICK_BATCH / elapsed),
+                "batches": len(rtts),
+                "rtt_p50_ms": round(cuts[49] * 1000, 2),
+                "rtt_p99_ms": round(cuts[98] * 1000, 2),
+                "tick_errors": errors,
+            }
+        ),
+        flush=True,
+    )
+
+
+def finish_tick_client(proc: subprocess.Popen[str] | None) -> dict[str, object]:
+    if proc is None:
+        return {"stream": "off"}
+    try:
+        out, _ = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    lines = out.strip().splitlines()
+    return json.loads(lines[-1]) if lines else {"exit": proc.returncode}
+
+
+def start_tick_client(port: int, rate: float, seconds: float) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, __file__, "--tick-client", str(port), "--ticks-per-s", str(rate), "--duration", str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'proto'}"},
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--duration", type=float, default=600.0, help="seconds of the loaded phase")
+    parser.add_argument("--minutes", type=float, help="the loaded phase in minutes (overrides --duration)")
     parser.add_argument("--accounts", type=int, default=1000)
+    parser.add_argument("--ticks-per-s", type=float, default=5000.0, help="tick stream rate (0: no stream)")
     parser.add_argument("--idle-s", type=float, default=20.0)
+    parser.add_argument("--concurrency", type=int, default=16, help="collection.concurrency (requests per venue)")
+    parser.add_argument("--tick-client", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    duration = args.minutes * 60 if args.minutes is not None else args.duration
+    if args.tick_client is not None:
+        tick_client(args.tick_client, args.ticks_per_s, duration)
+        return
 
     with tempfile.TemporaryDirectory(prefix="rm-soak-") as tmp_dir, benchmark_database() as url:
         tmp = Path(tmp_dir)
@@ -164,14 +294,19 @@ def main() -> None:
                 collection_balances_interval_s=1.0,
                 collection_prices_interval_s=1.0,
                 collection_workers=2,
+                collection_concurrency=args.concurrency,
                 collection_read_timeout_s=10.0,
             )
             monitor = Monitor(settings)
             monitor.start()
             try:
+                ticks = None
+                if args.ticks_per_s > 0:  # runs through warm-up and the loaded phase; reports at its end
+                    ticks = start_tick_client(monitor.grpc_port, args.ticks_per_s, 20 + duration)
                 time.sleep(20)  # warm-up: first full collection, first evaluation (opens every alert)
                 rss_start = rss_mb()
                 cpu_start, wall_start = time.process_time(), time.monotonic()
+                venues_cpu_start = cpu_seconds(sandbox.pid)
                 missed_start = counter_total("risk_monitor_job_missed_total")
                 assert monitor.scheduler is not None
                 rss_timeline: list[float] = []
@@ -183,10 +318,11 @@ def main() -> None:
 
                 sampler = threading.Thread(target=sample_rss, daemon=True)
                 sampler.start()
-                loaded_lateness = run_probe(monitor.scheduler, probe, args.minutes * 60)
+                loaded_lateness = run_probe(monitor.scheduler, probe, duration)
                 sampling.set()
                 cpu = time.process_time() - cpu_start
                 wall = time.monotonic() - wall_start
+                venues_cpu = cpu_seconds(sandbox.pid) - venues_cpu_start
                 rss_end = rss_mb()
                 missed = {
                     job: n - missed_start.get(job, 0.0)
@@ -196,6 +332,7 @@ def main() -> None:
                 failures = counter_total("risk_monitor_job_failures_total")
                 runs = counter_total("risk_monitor_job_duration_seconds_count")
                 durations = counter_total("risk_monitor_job_duration_seconds_sum")
+                tick_figures = finish_tick_client(ticks)
             finally:
                 monitor.stop()
         finally:
@@ -215,11 +352,14 @@ def main() -> None:
     print(f"scheduler lateness idle:   {idle_lateness}")
     print(f"scheduler lateness loaded: {loaded_lateness}")
     print(f"CPU share of the monitor process: {cpu / wall:.1%} of one core ({cpu:.0f} s CPU / {wall:.0f} s wall)")
+    print(f"CPU share of the sandbox venues (child process): {venues_cpu / wall:.1%} of one core")
+    print(f"load average at the end: {os.getloadavg()}")
     print(f"missed runs during the loaded phase: {missed or 'none'}")
     failed = {job: n for job, n in failures.items() if n}
     print(f"failed runs (whole process life): {failed or 'none'}")
     mean_eval = durations.get("evaluate", 0.0) / evaluate_runs if evaluate_runs else 0.0
     print(f"evaluation runs: {evaluate_runs:.0f}, mean {mean_eval * 1000:.0f} ms")
+    print(f"tick stream ({args.ticks_per_s:.0f} ticks/s offered, batches of {TICK_BATCH}): {tick_figures}")
     for job in sorted(j for j in runs if j.startswith("collect.")):
         mean = durations.get(job, 0.0) / runs[job] if runs[job] else 0.0
         print(f"  {job}: {runs[job]:.0f} runs, mean {mean * 1000:.0f} ms")

@@ -8,6 +8,7 @@ Job ids are stable: ``collect.positions.<venue>``, ``collect.balances.<venue>`` 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import ClassVar
@@ -16,14 +17,22 @@ from sqlalchemy import Engine
 
 from jobs.schedule import ScheduledJob
 from services import collection, metrics
-from services.collection import Clock, RunOutcome, utc_now
+from services.collection import AccountFilter, Clock, FanOutMap, RunOutcome, utc_now
 from services.config import Settings
 from services.snapshot_store import SnapshotStore
 from services.staleness import BALANCES, CUSTODY, POSITIONS, PRICES, SETTLEMENTS, StalenessTracker
 from services.venue_settings import VenueSettings
 from services.venues.breaker import BreakerState
+from services.venues.fan_out import FanOut, sequential
 from services.venues.http import CustodianClient, ExchangeClient, HttpPolicy
 from services.venues.market_data import MarketDataClient
+
+# (job id, venue id) -> the accounts of this replica's shards among those listed; None: every account.
+ShardFilter = Callable[[str, str], AccountFilter | None]
+
+
+def _only(shards: ShardFilter | None, job: str, venue: str) -> AccountFilter | None:
+    return None if shards is None else shards(job, venue)
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,8 @@ class CollectPositions:
     store: SnapshotStore
     tracker: StalenessTracker
     clock: Clock = utc_now
+    fan_out: FanOutMap = sequential  # the venue's request pool
+    shards: ShardFilter | None = None  # several replicas: only the accounts of the shards this one holds
 
     @property
     def id(self) -> str:
@@ -43,7 +54,14 @@ class CollectPositions:
 
     def __call__(self) -> RunOutcome:
         outcome = collection.collect_exchange(
-            self.client, self.store, venue_id=self.venue_id, kind=self.kind, job=self.id, clock=self.clock
+            self.client,
+            self.store,
+            venue_id=self.venue_id,
+            kind=self.kind,
+            job=self.id,
+            clock=self.clock,
+            fan_out=self.fan_out,
+            only=_only(self.shards, self.id, self.venue_id),
         )
         collection.publish(outcome, self.tracker)
         return outcome
@@ -66,6 +84,8 @@ class CollectCustody:
     tracker: StalenessTracker
     exchanges: tuple[str, ...]  # venue ids segregated balances may refer to
     clock: Clock = utc_now
+    fan_out: FanOutMap = sequential
+    shards: ShardFilter | None = None
 
     @property
     def id(self) -> str:
@@ -73,7 +93,14 @@ class CollectCustody:
 
     def __call__(self) -> RunOutcome:
         outcome = collection.collect_custody(
-            self.client, self.store, venue_id=self.venue_id, exchanges=self.exchanges, job=self.id, clock=self.clock
+            self.client,
+            self.store,
+            venue_id=self.venue_id,
+            exchanges=self.exchanges,
+            job=self.id,
+            clock=self.clock,
+            fan_out=self.fan_out,
+            only=_only(self.shards, self.id, self.venue_id),
         )
         collection.publish(outcome, self.tracker)
         return outcome
@@ -150,6 +177,11 @@ class Collection:
     pools: dict[str, int] = field(default_factory=dict)
     http_clients: list[tuple[str, ExchangeClient | CustodianClient]] = field(default_factory=list)
     market_data: list[MarketDataClient] = field(default_factory=list)
+    # Request bulkheads: per venue, the threads a run's per-account requests fan out over.
+    fan_outs: list[FanOut] = field(default_factory=list)
+    # Per-account jobs (positions, balances, custody): with account shards they run on every replica, each
+    # over its own shards' accounts; the others (settlements, prices) keep one runner per job.
+    per_account: set[str] = field(default_factory=set)
 
     def start(self) -> None:
         """Start the price streams and attach the scrape-time gauges."""
@@ -164,6 +196,8 @@ class Collection:
         metrics.CIRCUIT_BREAKER_STATE.bind(None)
         for market in self.market_data:
             market.stop()
+        for fan_out in self.fan_outs:
+            fan_out.close()
         for _venue, client in self.http_clients:
             client.close()
 
@@ -185,11 +219,20 @@ def _policy(settings: Settings, venue: VenueSettings) -> HttpPolicy:
         connect_timeout=venue.connect_timeout_s or settings.collection_connect_timeout_s,
         read_timeout=venue.read_timeout_s or settings.collection_read_timeout_s,
         max_skew=timedelta(seconds=settings.collection_max_skew_s),
+        connections=_concurrency(settings, venue),
     )
 
 
-def build_collection(settings: Settings, engine: Engine, *, clock: Clock = utc_now) -> Collection:
-    """Clients, store, tracker and one job per venue and kind, from ``settings.venues``."""
+def _concurrency(settings: Settings, venue: VenueSettings) -> int:
+    return venue.concurrency or settings.collection_concurrency
+
+
+def build_collection(
+    settings: Settings, engine: Engine, *, clock: Clock = utc_now, shards: ShardFilter | None = None
+) -> Collection:
+    """Clients, store, tracker and one job per venue and kind, from ``settings.venues``.
+
+    With ``shards``, per-account runs cover only the accounts of the shards this replica holds."""
     s = settings
     store = SnapshotStore(engine)
     for venue in s.venues:
@@ -204,20 +247,31 @@ def build_collection(settings: Settings, engine: Engine, *, clock: Clock = utc_n
     for v in s.venues:
         built.pools[f"venue:{v.id}"] = s.collection_workers
         policy = _policy(s, v)
+        if v.kind in ("exchange", "custodian"):
+            # Shared by the venue's jobs: the venue sees at most this many of our requests at once.
+            fan_out = FanOut(v.id, _concurrency(s, v))
+            built.fan_outs.append(fan_out)
         if v.kind == "exchange":
-            # One client per job: the jobs of a venue run concurrently, and a Session is per thread.
+            # One client per job, so breakers and pools stay per job as before; each is thread-safe.
             positions = ExchangeClient(v.url, name=v.id, api_key=v.api_key or None, policy=policy)
             balances = ExchangeClient(v.url, name=v.id, api_key=v.api_key or None, policy=policy)
             built.http_clients += [(v.id, positions), (v.id, balances)]
-            schedule(CollectPositions(v.id, positions, store, tracker, clock), s.collection_positions_interval_s)
-            schedule(CollectBalances(v.id, balances, store, tracker, clock), s.collection_balances_interval_s)
+            jobs = (
+                CollectPositions(v.id, positions, store, tracker, clock, fan_out.map, shards),
+                CollectBalances(v.id, balances, store, tracker, clock, fan_out.map, shards),
+            )
+            schedule(jobs[0], s.collection_positions_interval_s)
+            schedule(jobs[1], s.collection_balances_interval_s)
+            built.per_account.update(job.id for job in jobs)
             tracker.expect(v.id, POSITIONS)
             tracker.expect(v.id, BALANCES)
         elif v.kind == "custodian":
             custody = CustodianClient(v.url, name=v.id, api_key=v.api_key or None, policy=policy)
             settlements = CustodianClient(v.url, name=v.id, api_key=v.api_key or None, policy=policy)
             built.http_clients += [(v.id, custody), (v.id, settlements)]
-            schedule(CollectCustody(v.id, custody, store, tracker, exchanges, clock), s.collection_balances_interval_s)
+            custody_job = CollectCustody(v.id, custody, store, tracker, exchanges, clock, fan_out.map, shards)
+            schedule(custody_job, s.collection_balances_interval_s)
+            built.per_account.add(custody_job.id)
             schedule(
                 CollectSettlements(v.id, settlements, store, tracker, exchanges, clock),
                 s.collection_settlements_interval_s,

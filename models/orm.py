@@ -479,6 +479,31 @@ class JobLeaseRow(Base):
     expires_at: Mapped[datetime]
 
 
+class CollectionShardRow(Base):
+    """One account shard of a per-account collection job and the replica collecting it (services/shards.py).
+
+    Claimed with ``FOR UPDATE SKIP LOCKED`` and renewed by the holder's heartbeat; ``holder`` is NULL when
+    released. Times are the database's clock."""
+
+    __tablename__ = "collection_shards"
+
+    job_id: Mapped[str] = mapped_column(primary_key=True)
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True)
+    holder: Mapped[str | None]
+    acquired_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime]
+
+
+class ReplicaRow(Base):
+    """A live replica (heartbeat): how many there are sets each one's fair share of the shards."""
+
+    __tablename__ = "replicas"
+
+    holder: Mapped[str] = mapped_column(primary_key=True)
+    started_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+
+
 class NotificationOutboxRow(Base):
     """Transactional outbox: written with the alert event, delivered by the dispatcher at least once."""
 

@@ -49,6 +49,17 @@ class FaultBook:
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
         self.hits: Counter[tuple[str, str]] = Counter()  # requests seen per (venue, endpoint)
+        self.in_flight: Counter[str] = Counter()  # requests being answered now, per venue
+        self.peak_in_flight: Counter[str] = Counter()  # the most at once, per venue (how concurrent a client is)
+
+    def started(self, venue: str) -> None:
+        with self._lock:
+            self.in_flight[venue] += 1
+            self.peak_in_flight[venue] = max(self.peak_in_flight[venue], self.in_flight[venue])
+
+    def finished(self, venue: str) -> None:
+        with self._lock:
+            self.in_flight[venue] -= 1
 
     def add(self, fault: Fault) -> None:
         if fault.kind == "malformed" and fault.mode not in MALFORMED_MODES:

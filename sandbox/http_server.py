@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from decimal import Decimal
@@ -12,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
-from sandbox.documents import CustodianDocuments, ExchangeDocuments, NotFound
+from sandbox.documents import CustodianDocuments, ExchangeDocuments, NotFound, Route
 from sandbox.faults import FaultBook, corrupt
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,26 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], owner: Any) -> None:
         super().__init__(address, handler)
         self.owner = owner
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def drop_connections(self) -> None:
+        """Cut every open (kept-alive) connection, so a venue taken down stops answering at once."""
+        with self._open_lock:
+            open_now, self._open = list(self._open), set()
+        for sock in open_now:
+            with contextlib.suppress(OSError):  # already closed by its handler
+                sock.shutdown(socket.SHUT_RDWR)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Usually a client that gave up on a slow response (BrokenPipe): expected in fault tests.
@@ -57,6 +79,14 @@ class _JsonHandler(BaseHTTPRequestHandler):
 
 
 class _VenueHandler(_JsonHandler):
+    # Keep-alive, as real venues do (every answer has a Content-Length): a client's pooled connection is
+    # reused instead of a TCP connect per request. An idle connection is closed after `timeout` seconds.
+    protocol_version = "HTTP/1.1"
+    timeout = 30
+    # Headers and body go out in two writes: with Nagle on, a kept-alive connection waits for the client's
+    # delayed ACK (~40 ms) before the body, per request.
+    disable_nagle_algorithm = True
+
     def do_GET(self) -> None:
         venue = cast(VenueServer, cast(_Server, self.server).owner)
         url = urlsplit(self.path)
@@ -65,6 +95,13 @@ class _VenueHandler(_JsonHandler):
         except NotFound:
             self.send_error_json(404, f"no route {url.path}")
             return
+        venue.faults.started(venue.name)
+        try:
+            self._answer(venue, route)
+        finally:
+            venue.faults.finished(venue.name)
+
+    def _answer(self, venue: VenueServer, route: Route) -> None:
         outcome = venue.faults.take(venue.name, route.endpoint)
         if outcome.delay:
             venue.stopping.wait(outcome.delay)
@@ -152,6 +189,7 @@ class _Listener:
         if server is not None:
             server.shutdown()
             server.server_close()
+            server.drop_connections()
         if thread is not None:
             thread.join(timeout=5)
 

@@ -34,6 +34,7 @@ from services.limits_reloader import LimitsReloader
 from services.notifications import setup as notifications_setup
 from services.rpc.api import RiskApi, acknowledge_with_store, build_api
 from services.rpc.server import build_server
+from services.shards import AccountShards
 from services.tick_alerts import store_persist
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class Monitor:
     api: RiskApi | None = None
     tracing: tracing.Tracing | None = None
     leases: JobLeases | None = None
+    shards: AccountShards | None = None
     _ping: database.BoundedPing | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
@@ -103,9 +105,10 @@ class Monitor:
             schedule.register(self.scheduler, [*self._observability_jobs()], self.leases)
 
             # --- collection (issue 3): venue clients, price streams, one job per venue and kind ---
-            self.collection = build_collection(s, self.engine)
+            shards = self.shards
+            self.collection = build_collection(s, self.engine, shards=shards.only if shards is not None else None)
             schedule.add_pools(self.scheduler, self.collection.pools)
-            schedule.register(self.scheduler, self.collection.jobs, self.leases)
+            self._register_collection(self.collection)
             self.collection.start()
             if self.leases is not None:
                 # Collection may run on another replica: keep this replica's staleness (the gauge) current
@@ -189,15 +192,36 @@ class Monitor:
     # --- several replicas (issue 8) -------------------------------------------------------------------
 
     def _lease_jobs(self, engine: Engine) -> None:
-        """Job leases and their heartbeat, on a pool of its own so busy jobs never delay a renewal."""
+        """Job leases, account shards and their heartbeats, on a pool of their own so busy jobs never delay
+        a renewal."""
         s = self.settings
         if not s.leases_enabled or self.scheduler is None:
             return
-        leases = self.leases = JobLeases(engine, holder_id(s.service_instance), s.leases_ttl_s)
+        holder = holder_id(s.service_instance)
+        leases = self.leases = JobLeases(engine, holder, s.leases_ttl_s)
         metrics.JOB_LEADER.bind(lambda: {(job,): 1.0 for job in leases.held()})
-        schedule.add_pools(self.scheduler, {"leases": 1})
+        schedule.add_pools(self.scheduler, {"leases": 2})
         renew = schedule.ScheduledJob("renew_leases", leases.renew, s.leases_ttl_s / 3, "leases", exclusive=False)
         schedule.register(self.scheduler, [renew])
+        if s.leases_account_shards:
+            shards = self.shards = AccountShards(engine, holder, s.leases_account_shards, s.leases_ttl_s)
+            metrics.ACCOUNT_SHARDS_HELD.bind(lambda: {(job,): float(len(held)) for job, held in shards.held().items()})
+
+    def _register_collection(self, collection: Collection) -> None:
+        """Per-account jobs run on every replica over its account shards; the others take a job lease."""
+        assert self.scheduler is not None
+        shards = self.shards
+        if shards is None:
+            schedule.register(self.scheduler, collection.jobs, self.leases)
+            return
+        shards.register(collection.per_account)
+        shards.rebalance()  # before the first runs (run_at_start), so a lone replica collects at once
+        sharded = [job for job in collection.jobs if job.id in collection.per_account]
+        schedule.register(self.scheduler, sharded, shards)  # claim = "holds a shard of the job"
+        schedule.register(self.scheduler, [j for j in collection.jobs if j not in sharded], self.leases)
+        every_s = self.settings.leases_ttl_s / 3
+        rebalance = schedule.ScheduledJob("rebalance_shards", shards.rebalance, every_s, "leases", exclusive=False)
+        schedule.register(self.scheduler, [rebalance])
 
     @staticmethod
     def _refresh_staleness(engine: Engine, collection: Collection) -> schedule.ScheduledJob:
@@ -210,10 +234,19 @@ class Monitor:
     def _lease_details(self) -> dict[str, object]:
         if self.leases is None:
             return {}
-        return {"lease_holder": self.leases.holder, "leads": sorted(self.leases.held())}
+        details: dict[str, object] = {"lease_holder": self.leases.holder, "leads": sorted(self.leases.held())}
+        if self.shards is not None:
+            details["account_shards"] = {job: sorted(held) for job, held in self.shards.held().items() if held}
+        return details
 
     def _release_leases(self) -> None:
         metrics.JOB_LEADER.bind(None)
+        metrics.ACCOUNT_SHARDS_HELD.bind(None)
+        if self.shards is not None:
+            try:
+                self.shards.release()  # the others claim them at their next heartbeat instead of after the TTL
+            except Exception:  # the database may be down; the shards then simply expire
+                log.warning("could not release account shards; they expire in %.0f s", self.shards.ttl_s, exc_info=True)
         if self.leases is None:
             return
         try:

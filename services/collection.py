@@ -33,6 +33,7 @@ from services.collection_rows import (
 from services.logs import log_context
 from services.snapshot_store import AccountSnapshot, Rejection, RunRecord, SnapshotStore
 from services.staleness import RUN_KINDS, StalenessTracker
+from services.venues.fan_out import sequential
 from services.venues.http import VENUE_ERRORS, CustodianClient, ExchangeClient, VenueUnavailable
 from services.venues.market_data import MarketDataClient, UnknownSymbol
 
@@ -76,6 +77,13 @@ def _failed(store: SnapshotStore, run: RunRecord) -> RunOutcome:
     return RunOutcome(run.job, run.venue_id, run.kind, "failed", run.finished_at, error=run.error)
 
 
+_AccountResult = tuple[AccountSnapshot | None, list[Rejection], str | None]  # snapshot, rejected, failure
+# Runs one call per account and returns the results in order (services.venues.fan_out.FanOut.map).
+FanOutMap = Callable[[Callable[[str], _AccountResult], Sequence[str]], list[_AccountResult]]
+# Narrows the listed accounts to those this replica collects (its account shards); None: all of them.
+AccountFilter = Callable[[Sequence[str]], list[str]]
+
+
 def _per_account(
     store: SnapshotStore,
     *,
@@ -85,6 +93,8 @@ def _per_account(
     clock: Clock,
     list_accounts: Callable[[], ParseResult[AccountRecord]],
     fetch: AccountFetch,
+    fan_out: FanOutMap = sequential,
+    only: AccountFilter | None = None,
 ) -> RunOutcome:
     started = clock()
     try:
@@ -93,20 +103,28 @@ def _per_account(
         return _failed(store, RunRecord(job, venue_id, kind, started, clock(), error=f"accounts: {exc}"))
     rejected = rejections(listed.rejected, "accounts: ")
     external = list(dict.fromkeys(a.account_id for a in listed.accepted))  # listed twice: collected once
+    if only is not None:
+        external = only(external)
     ids = store.account_ids(venue_id, external)
-    snapshots: list[AccountSnapshot] = []
-    failures: dict[str, str] = {}
-    for account in external:
+
+    def one(account: str) -> _AccountResult:
         with log_context(account=account):
             try:
                 snapshot, bad = fetch(account, ids[account])
             except VENUE_ERRORS as exc:
-                failures[account] = str(exc)
-                continue
+                return None, [], str(exc)
             except Exception as exc:  # one account's surprise must not cost the others their snapshot
                 log.exception("collecting %s of %s failed unexpectedly", kind, venue_id)
-                failures[account] = f"{type(exc).__name__}: {exc}"
-                continue
+                return None, [], f"{type(exc).__name__}: {exc}"
+        return snapshot, bad, None
+
+    snapshots: list[AccountSnapshot] = []
+    failures: dict[str, str] = {}
+    # Concurrent requests, but one batch: the snapshots are still written in one transaction below.
+    for account, (snapshot, bad, failure) in zip(external, fan_out(one, external), strict=True):
+        if snapshot is None:
+            failures[account] = failure or "no snapshot"
+            continue
         snapshots.append(snapshot)
         rejected.extend(bad)
     error = failure_summary(failures, len(external))
@@ -118,7 +136,15 @@ def _per_account(
 
 
 def collect_exchange(
-    client: ExchangeClient, store: SnapshotStore, *, venue_id: str, kind: str, job: str, clock: Clock = utc_now
+    client: ExchangeClient,
+    store: SnapshotStore,
+    *,
+    venue_id: str,
+    kind: str,
+    job: str,
+    clock: Clock = utc_now,
+    fan_out: FanOutMap = sequential,
+    only: AccountFilter | None = None,
 ) -> RunOutcome:
     """One run of ``positions`` or ``balances`` over every account the exchange lists."""
 
@@ -136,7 +162,15 @@ def collect_exchange(
 
     fetch = {"positions": positions, "balances": balances}[kind]
     return _per_account(
-        store, job=job, venue_id=venue_id, kind=kind, clock=clock, list_accounts=client.accounts, fetch=fetch
+        store,
+        job=job,
+        venue_id=venue_id,
+        kind=kind,
+        clock=clock,
+        list_accounts=client.accounts,
+        fetch=fetch,
+        fan_out=fan_out,
+        only=only,
     )
 
 
@@ -148,6 +182,8 @@ def collect_custody(
     exchanges: Sequence[str],
     job: str,
     clock: Clock = utc_now,
+    fan_out: FanOutMap = sequential,
+    only: AccountFilter | None = None,
 ) -> RunOutcome:
     """One run of master + segregated balances for every client account of the custodian."""
 
@@ -182,6 +218,8 @@ def collect_custody(
         clock=clock,
         list_accounts=client.accounts,
         fetch=custody,
+        fan_out=fan_out,
+        only=only,
     )
 
 

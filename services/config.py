@@ -57,6 +57,13 @@ def _parse_positive_int(value: object) -> int:
     return number
 
 
+def _parse_shard_count(value: object) -> int:
+    number = _parse_int(value)
+    if not 0 <= number <= 1024:
+        raise TypeError("an integer from 0 to 1024")
+    return number
+
+
 def _parse_float(value: object) -> float:
     if isinstance(value, bool):
         raise TypeError("a number")
@@ -226,6 +233,12 @@ _FIELDS: tuple[_Field, ...] = (
     _Field("collection.connect_timeout_s", _parse_float, "Venue connect timeout (a venue may override it)."),
     _Field("collection.read_timeout_s", _parse_float, "Venue read timeout / gRPC deadline (a venue may override it)."),
     _Field("collection.workers", _parse_positive_int, "Threads per venue (bulkhead): a slow venue holds only its own."),
+    _Field(
+        "collection.concurrency",
+        _parse_positive_int,
+        "Per-account requests in flight per venue within its runs (and its connection pool size); "
+        "a venue may override it.",
+    ),
     # --- evaluation (issue 4) ---
     _Field(
         "limits.file", _parse_optional_path, "Limits TOML file ([[limit]] tables, optional [groups]). Empty: no limits."
@@ -283,6 +296,11 @@ _FIELDS: tuple[_Field, ...] = (
         "leases.ttl_s",
         _parse_float,
         "Seconds a job lease lives without renewal: a dead replica's jobs move to another after this.",
+    ),
+    _Field(
+        "leases.account_shards",
+        _parse_shard_count,
+        "Account shards per per-account collection job, split across replicas (0: one replica collects all).",
     ),
 )
 _BY_KEY = {f.key: f for f in _FIELDS}
@@ -349,6 +367,7 @@ class Settings:
     collection_connect_timeout_s: float = 2.0
     collection_read_timeout_s: float = 5.0
     collection_workers: int = 2
+    collection_concurrency: int = 16
     # --- history partitions and retention (issue 8) ---
     retention_precreate_days: int = 7
     retention_snapshots_days: int = 30
@@ -360,6 +379,7 @@ class Settings:
     # --- several replicas (issue 8) ---
     leases_enabled: bool = True
     leases_ttl_s: float = 5.0
+    leases_account_shards: int = 16
     venues: tuple[VenueSettings, ...] = ()
     # --- evaluation (issue 4) ---
     limits_file: str = ""

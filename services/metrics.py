@@ -211,7 +211,19 @@ OUTBOX_OLDEST_PENDING_AGE = CallbackGauge(
 JOB_LEADER = CallbackGauge(
     "risk_monitor_job_leader", "1 for each scheduled job whose lease this replica holds (replicas).", ["job"]
 )
-for _collector in (DATA_STALENESS, CIRCUIT_BREAKER_STATE, OUTBOX_BACKLOG, OUTBOX_OLDEST_PENDING_AGE, JOB_LEADER):
+ACCOUNT_SHARDS_HELD = CallbackGauge(
+    "risk_monitor_account_shards_held",
+    "Account shards of each per-account collection job this replica holds (replicas).",
+    ["job"],
+)
+for _collector in (
+    DATA_STALENESS,
+    CIRCUIT_BREAKER_STATE,
+    OUTBOX_BACKLOG,
+    OUTBOX_OLDEST_PENDING_AGE,
+    JOB_LEADER,
+    ACCOUNT_SHARDS_HELD,
+):
     REGISTRY.register(_collector)
 
 # --- evaluation (issue 4): limits, evaluation passes, alerts, compliance ----------------------------

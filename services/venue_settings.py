@@ -28,6 +28,7 @@ class VenueSettings:
     symbols: tuple[str, ...] = ()  # market data: empty streams every quoted symbol
     connect_timeout_s: float | None = None  # None: collection.connect_timeout_s
     read_timeout_s: float | None = None  # None: collection.read_timeout_s
+    concurrency: int | None = None  # None: collection.concurrency
 
     @property
     def address(self) -> str:
@@ -40,7 +41,7 @@ class VenueSettings:
             parts.append(f"api_key={'***' if self.api_key else '(unset)'} from ${self.api_key_env}")
         if self.symbols:
             parts.append("symbols=" + ",".join(self.symbols))
-        for name in ("connect_timeout_s", "read_timeout_s"):
+        for name in ("connect_timeout_s", "read_timeout_s", "concurrency"):
             if getattr(self, name) is not None:
                 parts.append(f"{name}={getattr(self, name)}")
         return " ".join(parts)
@@ -67,6 +68,12 @@ def _parse_seconds(value: object) -> float:
     return float(value)
 
 
+def _parse_count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1024:
+        raise TypeError("a whole number from 1 to 1024")
+    return value
+
+
 def _parse_url(value: object) -> str:
     if not isinstance(value, str) or not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value.strip()):
         raise TypeError("an http:// or https:// URL")
@@ -88,6 +95,7 @@ _VENUE_PARSERS: dict[str, Callable[[object], Any]] = {
     "symbols": _parse_symbols,
     "connect_timeout_s": _parse_seconds,
     "read_timeout_s": _parse_seconds,
+    "concurrency": _parse_count,
 }
 
 

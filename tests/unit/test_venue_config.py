@@ -21,6 +21,7 @@ kind = "exchange"
 url = "http://127.0.0.1:9001/"
 api_key_env = "EXA_KEY"
 read_timeout_s = 1.5
+concurrency = 4
 
 [[venues]]
 id = "custodian-a"
@@ -52,6 +53,8 @@ def test_venues_and_collection_keys_are_read(tmp_path: Path) -> None:
     )
     assert exchange.read_timeout_s == 1.5
     assert exchange.connect_timeout_s is None
+    assert (exchange.concurrency, custodian.concurrency) == (4, None)  # None: collection.concurrency
+    assert settings.collection_concurrency == 16
     assert custodian.url == "https://custody.example"
     assert (market.target, market.symbols) == ("127.0.0.1:9003", ("BTC-USDT", "ETH-USDT"))
     assert settings.collection_positions_interval_s == 0.5
@@ -93,6 +96,7 @@ def test_the_api_key_never_shows(
             "variable NOPE (api_key_env) is not set",
         ),
         ('id = "x"\nkind = "exchange"\nurl = "http://h"\nread_timeout_s = 0', "'read_timeout_s' has value 0; expected"),
+        ('id = "x"\nkind = "exchange"\nurl = "http://h"\nconcurrency = 0', "'concurrency' has value 0; expected"),
     ],
 )
 def test_a_bad_venue_is_named_in_one_line(tmp_path: Path, venue: str, message: str) -> None:
@@ -116,10 +120,24 @@ def test_a_key_pasted_in_place_of_its_variable_name_is_not_echoed(tmp_path: Path
     assert "'api_key_env' has value (not shown)" in str(info.value)
 
 
-@pytest.mark.parametrize("var", ["RISK_MONITOR_COLLECTION_WORKERS", "RISK_MONITOR_COLLECTION_PRICE_REFRESH_INTERVALS"])
+@pytest.mark.parametrize(
+    "var",
+    [
+        "RISK_MONITOR_COLLECTION_WORKERS",
+        "RISK_MONITOR_COLLECTION_PRICE_REFRESH_INTERVALS",
+        "RISK_MONITOR_COLLECTION_CONCURRENCY",
+    ],
+)
 def test_counts_must_be_positive(var: str) -> None:
     with pytest.raises(ConfigError, match="expected a positive integer"):
         config.load(env={var: "0"})
+
+
+def test_account_shards_may_be_zero_but_not_negative() -> None:
+    assert config.load(env={"RISK_MONITOR_LEASES_ACCOUNT_SHARDS": "0"}).leases_account_shards == 0
+    assert config.load(env={}).leases_account_shards == 16
+    with pytest.raises(ConfigError, match=r"'leases\.account_shards' has value '-1'; expected an integer from 0"):
+        config.load(env={"RISK_MONITOR_LEASES_ACCOUNT_SHARDS": "-1"})
 
 
 def test_the_readme_venues_example_loads(tmp_path: Path) -> None:
