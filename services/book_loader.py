@@ -271,6 +271,45 @@ class _Reader:
 _Row = TypeVar("_Row", Position, Balance)
 
 
+def _metas(
+    keys: Mapping[int, str],
+    venues: Mapping[int, str],
+    custodians: Mapping[str, str],
+    groups: Mapping[str, tuple[str, ...]],
+    cache: BookCache,
+) -> list[AccountMeta]:
+    member_of: dict[str, set[str]] = {}
+    for group, members in groups.items():
+        for member in members:
+            member_of.setdefault(member, set()).add(group)
+    metas = [
+        AccountMeta(key, venues[account_id], custodians.get(key), frozenset(member_of.get(key, ())))
+        for account_id, key in keys.items()
+    ]
+    return cache.metas if metas == cache.metas else metas  # the same objects: fewer survivors (see _marks)
+
+
+def _marks(rows: list[Any], cache: BookCache) -> dict[str, PnlMarks]:
+    """P&L marks by scope, keeping last pass's objects for rows that did not change.
+
+    Objects that outlive a pass are what drives the cyclic collector's full collections (each one walks
+    every object of the process); a steady pass should leave as few new ones behind as it can."""
+    previous = cache.book.marks if cache.book is not None else {}
+    out: dict[str, PnlMarks] = {}
+    for scope, hwm, day_start, day in rows:
+        old = previous.get(scope)
+        same = old is not None and old.trading_day == day and _same_decimal(old.hwm, hwm)
+        if same and old is not None and _same_decimal(old.day_start_equity, day_start):
+            out[scope] = old
+        else:
+            out[scope] = PnlMarks(hwm, day_start, day)
+    return out
+
+
+def _same_decimal(a: Decimal, b: Decimal) -> bool:
+    return a == b and a.as_tuple().exponent == b.as_tuple().exponent  # same value and same representation
+
+
 def _newest(rows: list[_Row]) -> tuple[tuple[_Row, ...], datetime | None]:
     return tuple(rows), max((r.observed_at for r in rows), default=None)
 
@@ -317,19 +356,12 @@ def read_book(
         for settlement_id, account_id, asset, quantity, initiated, expected in fetch_all(conn, SETTLEMENTS_SQL)
         if account_id in keys
     ]
-    marks = {scope: PnlMarks(hwm, day_start, day) for scope, hwm, day_start, day in fetch_all(conn, MARKS_SQL)}
+    marks = _marks(fetch_all(conn, MARKS_SQL), cache)
     fresh: dict[tuple[str, str], datetime] = dict(freshness()) if freshness is not None else freshness_from_runs(conn)
     for source_kind, at in reader.row_times.items():
         if source_kind not in fresh or at > fresh[source_kind]:
             fresh[source_kind] = at
-    member_of: dict[str, set[str]] = {}
-    for group, members in groups.items():
-        for member in members:
-            member_of.setdefault(member, set()).add(group)
-    metas = [
-        AccountMeta(key, venues[account_id], custodians.get(key), frozenset(member_of.get(key, ())))
-        for account_id, key in keys.items()
-    ]
+    metas = _metas(keys, venues, custodians, groups, cache)
     if cache.book is not None and cache.metas == metas and cache.book.day_offset == day_offset:
         book = update_book(
             cache.book,

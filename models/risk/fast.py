@@ -153,6 +153,20 @@ _KIND_BY_CODE = [kind.value for kind in InstrumentKind]
 
 
 @dataclass(slots=True)
+class Reconciled:
+    """One reconciliation limit's mismatches: which accounts are done, and those with mismatches."""
+
+    done: Bools
+    mismatches: dict[int, list[Any]]
+
+    def without(self, accounts: list[int]) -> Reconciled:
+        done = self.done.copy()
+        done[accounts] = False
+        stale = set(accounts)
+        return Reconciled(done, {i: m for i, m in self.mismatches.items() if i not in stale})
+
+
+@dataclass(slots=True)
 class BookIndex:
     """Price-independent arrays over a book's positions and balances, in the reference's iteration order
     (accounts as in `book.accounts`, then each account's rows in order).
@@ -204,8 +218,9 @@ class BookIndex:
     n_positions: int
     terms: int  # positions + balances + 1: bounds the number of terms in any float sum
     subjects: dict[tuple[str, str | None, str | None], Subject] = field(default_factory=dict)
-    # reconciliation key -> account index -> its mismatches (price-independent; dropped for changed accounts)
-    reconciled: dict[tuple[Any, ...], dict[int, list[Any]]] = field(default_factory=dict)
+    instrument_subjects: dict[tuple[str, str, str], Subject] = field(default_factory=dict)
+    # reconciliation key -> mismatches per account (price-independent; dropped for changed accounts)
+    reconciled: dict[tuple[Any, ...], Reconciled] = field(default_factory=dict)
     memo: ExactMemo | None = None  # the last run's exact figures (see _FastRun._reuse)
 
     @property
@@ -223,7 +238,7 @@ class BookIndex:
 
     def instrument(self, inst: int) -> tuple[str, str]:
         """(pair, kind value) of instrument segment `inst`."""
-        return list(self.pair_codes)[int(self.inst_pair_code[inst])], _KIND_BY_CODE[int(self.inst_kind_code[inst])]
+        return self.pairs[int(self.inst_pair_code[inst])], _KIND_BY_CODE[int(self.inst_kind_code[inst])]
 
 
 def book_index(book: RiskBook) -> BookIndex:
@@ -373,7 +388,7 @@ def _assemble(
     b: dict[str, Any],
     venues: list[str],
     custodians: list[str],
-    reconciled: dict[tuple[Any, ...], dict[int, list[Any]]],
+    reconciled: dict[tuple[Any, ...], Reconciled],
 ) -> BookIndex:
     """The derived arrays (instrument segments, equity fold order) from the row columns."""
     n = len(accounts)
@@ -456,11 +471,8 @@ def patch_index(
         b = _splice(previous, _B_COLUMNS, "b_acct", _balance_rows(book, ranks, asset_codes), changed)
     else:
         b = {name: getattr(previous, name) for name in _B_COLUMNS}
-    stale = {rank[a] for a in (*balances, *custody) if a in rank}
-    reconciled = {
-        key: {i: found for i, found in by_account.items() if i not in stale}
-        for key, by_account in previous.reconciled.items()
-    }
+    stale = [rank[a] for a in (*balances, *custody) if a in rank]
+    reconciled = {key: known.without(stale) for key, known in previous.reconciled.items()}
     index = _assemble(
         book,
         previous.accounts,
@@ -473,6 +485,7 @@ def patch_index(
         reconciled=reconciled,
     )
     index.subjects = previous.subjects  # keyed by names only: still right
+    index.instrument_subjects = previous.instrument_subjects
     memo = previous.memo
     if memo is not None:  # exact figures of accounts whose rows did not change still hold at their prices
         done = memo.done.copy()
@@ -820,18 +833,30 @@ class _FastRun:
         margin = self.rho * self.equity_abs
         lo, hi = self.equity_f - margin, self.equity_f + margin
         if old_marks:
-            # Accounts whose float bounds straddle their high-water mark need exact equity; confirm them in
-            # one batch (per-account confirmation allocates book-sized arrays each time: quadratic).
-            ambiguous = [
-                i
-                for i, account in enumerate(ix.accounts)
-                if self._straddles_hwm(old_marks.get(account), float(lo[i]), float(hi[i]))
-            ]
-            if ambiguous:
-                self.ensure_exact(np.array(ambiguous, dtype=np.intp))
-            for i, account in enumerate(ix.accounts):
-                old = old_marks.get(account)
-                state[i], hwm[i], dse[i] = self._mark_state(account, old, (lo[i], hi[i]), changed)
+            # `_mark_state`'s rules, vectorised: the float bounds decide "new high" unless they straddle the
+            # high-water mark; those accounts are confirmed exactly in one batch (per-account confirmation
+            # allocates book-sized arrays each time: quadratic), then compared exactly.
+            olds = [old_marks.get(account) for account in ix.accounts]
+            day = self.day
+            has = np.array([old is not None for old in olds], dtype=bool)
+            new_day = np.array([old is not None and day > old.trading_day for old in olds], dtype=bool)
+            hwm_x = _objects([old.hwm if old is not None else ZERO for old in olds])
+            hwm = _floats(hwm_x.tolist())
+            dse = _floats([old.day_start_equity if old is not None else ZERO for old in olds])
+            same_day = has & ~new_day
+            slack = SLACK * np.abs(hwm)
+            below = hi <= hwm - slack
+            above = lo > hwm + slack
+            ambiguous = np.nonzero(same_day & ~below & ~above)[0]
+            higher = same_day & above
+            if len(ambiguous):
+                self.ensure_exact(ambiguous)
+                higher[ambiguous] = np.asarray(self.equity_x[ambiguous] > hwm_x[ambiguous], dtype=bool)
+            state[new_day] = _NEW_DAY
+            state[same_day] = _SAME_DAY
+            state[higher] = _NEW_HIGH
+            accounts = ix.accounts
+            changed.update((accounts[i], olds[i]) for i in np.nonzero(state != _SAME_DAY)[0].tolist())
         else:
             changed.update(dict.fromkeys(ix.accounts))
         self.mark_state, self.hwm_f, self.dse_f = state, hwm, dse
@@ -842,13 +867,6 @@ class _FastRun:
             old = old_marks.get(key)
             self.scope_state[key] = self._mark_state(key, old, (e - self.rho * a, e + self.rho * a), changed)
         return _Marks(self, old_marks, changed)
-
-    def _straddles_hwm(self, old: PnlMarks | None, lo: float, hi: float) -> bool:
-        """True when `_mark_state` can't decide "new high" from the float bounds (same rules, same order)."""
-        if old is None or self.day > old.trading_day:
-            return False
-        hwm = float(old.hwm)
-        return not (hi <= hwm - SLACK * abs(hwm)) and not (lo > hwm + SLACK * abs(hwm))
 
     def _mark_state(
         self, key: str, old: PnlMarks | None, bounds: tuple[float, float], changed: dict[str, PnlMarks | None]
@@ -929,6 +947,15 @@ class _FastRun:
         subject = self.index.subjects.get(key)
         if subject is None:
             subject = self.index.subjects[key] = Subject(account, account, asset=asset, venue=venue)
+        return subject
+
+    def instrument_subject(self, account: str, inst: int) -> Subject:
+        pair, kind = self.index.instrument(inst)
+        subject = self.index.instrument_subjects.get((account, pair, kind))
+        if subject is None:
+            subject = self.index.instrument_subjects[account, pair, kind] = Subject(
+                account, account, symbol=pair, kind=kind
+            )
         return subject
 
     def emit(self, limit: Limit, value: Decimal, subject: Subject, detail: str = "") -> None:
@@ -1080,9 +1107,7 @@ class _FastRun:
                 value = -total_x if total_x < ZERO else ZERO
             if value >= clear_x:
                 account = ix.accounts[int(ix.inst_acct[inst])]
-                pair, kind_value = ix.instrument(inst)
-                subject = Subject(account, account, symbol=pair, kind=kind_value)
-                self.emit(limit, value, subject)
+                self.emit(limit, value, self.instrument_subject(account, inst))
 
     def _scope_positions(self, limit: Limit) -> Ints:
         """Priced positions of the limit's aggregate scope, in the reference's leg order."""
@@ -1173,25 +1198,29 @@ class _FastRun:
         """reference.Run.reconciliation with the (price-independent) mismatches kept on the book index."""
         ix = self.index
         key = (limit.asset, limit.venue, limit.scope, limit.scope_ref, limit.abs_tolerance, limit.rel_tolerance)
-        by_account = ix.reconciled.setdefault(key, {})
+        known = ix.reconciled.get(key)
+        if known is None:
+            known = ix.reconciled[key] = Reconciled(np.zeros(self.n_accounts, dtype=bool), {})
+        members = self.members(limit)
         book = self.book
         asset = limit.asset
-        found: list[tuple[int, list[Any]]] = []
-        for i in self.members(limit).tolist():
-            mismatches = by_account.get(i)
-            if mismatches is None:
-                account = ix.accounts[i]
-                if book.accounts[account].custodian is None:
-                    mismatches = []
-                else:
-                    balances = [b for b in book.balances.get(account, ()) if asset is None or b.asset == asset]
-                    custody = [c for c in book.custody.get(account, ()) if asset is None or c.asset == asset]
-                    mismatches = reconcile(
-                        balances, custody, abs_tolerance=limit.abs_tolerance, rel_tolerance=limit.rel_tolerance
-                    )
-                by_account[i] = mismatches
-            if mismatches:
-                found.append((i, mismatches))
+        for i in members[~known.done[members]].tolist():
+            account = ix.accounts[i]
+            if book.accounts[account].custodian is not None:
+                balances = [b for b in book.balances.get(account, ()) if asset is None or b.asset == asset]
+                custody = [c for c in book.custody.get(account, ()) if asset is None or c.asset == asset]
+                mismatches = reconcile(
+                    balances, custody, abs_tolerance=limit.abs_tolerance, rel_tolerance=limit.rel_tolerance
+                )
+                if mismatches:
+                    known.mismatches[i] = mismatches
+            known.done[i] = True
+        # accounts with mismatches, in member order
+        ranks = np.full(self.n_accounts, -1, dtype=np.intp)
+        ranks[members] = np.arange(len(members))
+        hits = np.array(list(known.mismatches), dtype=np.intp)
+        hits = hits[ranks[hits] >= 0]
+        found = [(i, known.mismatches[i]) for i in hits[np.argsort(ranks[hits], kind="stable")].tolist()]
         usd = self.book.prices.usd
         clear = limit.clear_at
         for i, mismatches in found:

@@ -23,7 +23,16 @@ from tests.unit.test_risk_fast_path import ACCOUNTS, _assert_same, books, scenar
 
 
 def _fields(index: BookIndex) -> dict[str, Any]:
-    skip = {"positions_map", "balances_map", "accounts_map", "custody_map", "subjects", "reconciled", "memo"}
+    skip = {
+        "positions_map",
+        "balances_map",
+        "accounts_map",
+        "custody_map",
+        "subjects",
+        "instrument_subjects",
+        "reconciled",
+        "memo",
+    }
     return {name: getattr(index, name) for name in BookIndex.__slots__ if name not in skip}  # type: ignore[attr-defined]
 
 
