@@ -1231,7 +1231,7 @@ class _FastRun:
                 value = abs(m.difference) * price if price is not None else INFINITY
                 if value >= clear:
                     detail = f"exchange={m.exchange_total};custody={m.custody_total}"
-                    self.emit(limit, value, Subject(account, account, asset=m.asset), detail)
+                    self.emit(limit, value, self.subject(account, m.asset, None), detail)
 
     def unsettled(self, limit: Limit) -> None:
         """reference.Run's unsettled exposure without building the aggregate just to list its accounts."""
