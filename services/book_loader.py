@@ -307,7 +307,7 @@ def _marks(rows: list[Any], cache: BookCache) -> dict[str, PnlMarks]:
 
 
 def _same_decimal(a: Decimal, b: Decimal) -> bool:
-    return a == b and a.as_tuple().exponent == b.as_tuple().exponent  # same value and same representation
+    return not a.compare_total(b)  # same value and same exponent (== ignores the exponent)
 
 
 def _newest(rows: list[_Row]) -> tuple[tuple[_Row, ...], datetime | None]:

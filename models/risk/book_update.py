@@ -8,9 +8,11 @@ index (`fast.patch_index`) for those that did. The result equals `build_book` ov
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime
+from decimal import Decimal
+from typing import TypeVar
 
 from models.risk import fast
 from models.risk.book import RiskBook, _group_by_account, _tick_index
@@ -72,6 +74,11 @@ def update_book(
     moved_custody = {
         a for a in by_custody.keys() | previous.custody.keys() if by_custody.get(a) != previous.custody.get(a)
     }
+    # What the index holds of a row is its content, not its observation time: a new snapshot with the same
+    # positions (most polls) keeps its index rows and the exact figures computed from them.
+    new_positions = {a for a in moved_positions if not _same(positions.get(a), previous.positions.get(a), _position)}
+    new_balances = {a for a in moved_balances if not _same(balances.get(a), previous.balances.get(a), _balance)}
+    new_custody = {a for a in moved_custody if not _same(by_custody.get(a), previous.custody.get(a), _custody)}
     book = replace(
         previous,
         positions=positions if moved_positions else previous.positions,
@@ -89,9 +96,7 @@ def update_book(
         if not (moved_positions or moved_balances or moved_custody):
             index = cached
         else:
-            index = fast.patch_index(
-                cached, book, positions=moved_positions, balances=moved_balances, custody=moved_custody
-            )
+            index = fast.patch_index(cached, book, positions=new_positions, balances=new_balances, custody=new_custody)
         book.index_cache["fast"] = index
     return book
 
@@ -100,3 +105,42 @@ def _moved(rows: Mapping[str, tuple[object, ...]], before: Mapping[str, tuple[ob
     if rows is before:
         return set()
     return {a for a in rows.keys() | before.keys() if rows.get(a) is not before.get(a)}
+
+
+_Row = TypeVar("_Row", Position, Balance, CustodyBalance)
+
+
+def _same(rows: tuple[_Row, ...] | None, before: tuple[_Row, ...] | None, same: Callable[[_Row, _Row], bool]) -> bool:
+    """Same rows in the same order, as far as an evaluation reads them (everything but observation times)."""
+    if rows is None or before is None:
+        return rows is before
+    return len(rows) == len(before) and all(same(a, b) for a, b in zip(rows, before, strict=True))
+
+
+def _exact(a: Decimal | None, b: Decimal | None) -> bool:
+    """The same Decimal, exponent included (Decimal == ignores it, and results carry it)."""
+    if a is None or b is None:
+        return a is b
+    return not a.compare_total(b)
+
+
+def _position(a: Position, b: Position) -> bool:
+    return (
+        a.instrument == b.instrument
+        and a.symbol == b.symbol
+        and a.base == b.base
+        and _exact(a.quantity, b.quantity)
+        and _exact(a.avg_price, b.avg_price)
+        and _exact(a.mark_price, b.mark_price)
+        and _exact(a.multiplier, b.multiplier)
+        and _exact(a.delta, b.delta)
+        and _exact(a.realized_pnl, b.realized_pnl)
+    )
+
+
+def _balance(a: Balance, b: Balance) -> bool:
+    return a.asset == b.asset and _exact(a.total, b.total)
+
+
+def _custody(a: CustodyBalance, b: CustodyBalance) -> bool:
+    return a.asset == b.asset and a.custodian == b.custodian and _exact(a.total, b.total)

@@ -8,6 +8,8 @@ equal the reference on a freshly built book.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import timedelta
 from itertools import chain
 from typing import Any
 
@@ -68,7 +70,8 @@ def updates(draw: Any) -> tuple[Any, Any, Any, set[str], set[str], bool]:
         after = {**after, "prices": before["prices"]}
     moved_positions = draw(st.sets(st.sampled_from(ACCOUNTS)))
     moved_balances = draw(st.sets(st.sampled_from(ACCOUNTS)))
-    return before, (after, marks, limits), None, moved_positions, moved_balances, draw(st.booleans())
+    restamped = draw(st.sets(st.sampled_from(ACCOUNTS)))  # a new snapshot, same contents, later time
+    return before, (after, marks, limits), restamped, moved_positions, moved_balances, draw(st.booleans())
 
 
 def _by_account(rows: Any) -> dict[str, tuple[Any, ...]]:
@@ -81,13 +84,22 @@ def _by_account(rows: Any) -> dict[str, tuple[Any, ...]]:
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(updates())
 def test_an_updated_book_equals_a_fresh_build(update: Any) -> None:
-    before, (after, marks, limits), _, moved_positions, moved_balances, new_custody = update
+    before, (after, marks, limits), restamped, moved_positions, moved_balances, new_custody = update
     previous = build_book(**before)
     evaluate(previous, limits, NOW)  # builds the index the update patches
     new_positions, new_balances = _by_account(after["positions"]), _by_account(after["balances"])
-    positions = {a: previous.positions[a] for a in previous.positions if a not in moved_positions}
+    later = NOW + timedelta(seconds=1)
+    positions = {
+        a: tuple(replace(p, observed_at=later) for p in rows) if a in restamped else rows
+        for a, rows in previous.positions.items()
+        if a not in moved_positions
+    }
     positions.update({a: new_positions[a] for a in moved_positions if a in new_positions})
-    balances = {a: previous.balances[a] for a in previous.balances if a not in moved_balances}
+    balances = {
+        a: tuple(replace(b, observed_at=later) for b in rows) if a in restamped else rows
+        for a, rows in previous.balances.items()
+        if a not in moved_balances
+    }
     balances.update({a: new_balances[a] for a in moved_balances if a in new_balances})
     custody = after["custody"] if new_custody else before["custody"]
     fresh = build_book(
