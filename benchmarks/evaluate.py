@@ -6,8 +6,17 @@ reading the same latest snapshots, all measured in the same run (interleaved, me
 Data: 10k accounts × 10 positions (half perpetual, longs and shorts) on 4 exchanges, 2 balances each, a
 custodian for a third of them, a few overdue settlements, 14 prices; the 20 limits of
 benchmarks/evaluate_compute.py (stored as versioned rows). The first pass opens every alert and writes
-every mark and compliance row; it is reported on its own. Steady-state passes then see unchanged data:
-that is the every-second cost. Targets (issue 4): full pass <= 1 s and <= 3x the read-only floor.
+every mark and compliance row; it is reported on its own. Then, per repeat, interleaved:
+
+- full passes with the job's state kept between passes (as EvaluateJob keeps it: the previous book with its
+  fast-path index and exact figures, and the alerts/statuses its last pass committed), once right after a
+  new positions and balances batch for *every* account landed (same contents, as most polls bring) and
+  once with no head moved;
+- a cold-start pass (empty state: a replica that just took over the job);
+- the read-only floor, a book load from scratch and one with the previous book kept, and the pure compute
+  on a fresh book (builds the index) and on the kept book.
+
+Targets (issue 4): full pass <= 1 s and <= 3x the read-only floor.
 """
 
 from __future__ import annotations
