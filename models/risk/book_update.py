@@ -3,7 +3,7 @@
 A job that evaluates every second over mostly unchanged snapshots keeps its book between passes. Building
 a book and the fast path's index from scratch is a Python pass over every position (≈ 0.3 s at 100k);
 `update_book` instead keeps the previous mappings for accounts whose rows did not move and patches the
-index (`fast.patch_index`) for those that did. The result equals `build_book` over the same inputs.
+index (`fast_index.patch_index`) for those that did. The result equals `build_book` over the same inputs.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TypeVar
 
-from models.risk import fast
+from models.risk import fast_index
 from models.risk.book import RiskBook, _group_by_account, _tick_index
 from models.risk.exposure import price_table
 from models.risk.pnl import PnlMarks
@@ -92,11 +92,13 @@ def update_book(
     )
     book = replace(book, accounts_by_asset=_TickIndex(book, 0), accounts_by_pair=_TickIndex(book, 1))
     cached = previous.index_cache.get("fast")
-    if isinstance(cached, fast.BookIndex) and fast.indexes(cached, previous):
+    if isinstance(cached, fast_index.BookIndex) and fast_index.indexes(cached, previous):
         if not (moved_positions or moved_balances or moved_custody):
             index = cached
         else:
-            index = fast.patch_index(cached, book, positions=new_positions, balances=new_balances, custody=new_custody)
+            index = fast_index.patch_index(
+                cached, book, positions=new_positions, balances=new_balances, custody=new_custody
+            )
         book.index_cache["fast"] = index
     return book
 

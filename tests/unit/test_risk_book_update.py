@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models.risk import PriceTick, apply_tick, build_book, evaluate, reference, update_book
-from models.risk.fast import BookIndex, book_index, indexes
+from models.risk.fast_index import BookIndex, book_index, indexes
 from tests.factories import NOW, balance, position, price
 from tests.unit.test_risk_fast_path import ACCOUNTS, _assert_same, books, scenarios
 
