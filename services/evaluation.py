@@ -172,7 +172,7 @@ def run_evaluation(
             ),
             {"opened": opened, "resolved": resolved, "at": finished, "id": evaluation_id},
         )
-        open_alerts = _open_alert_counts(staged.alerts) if staged.alerts is not None else _read_open_alert_counts(conn)
+        open_alerts = _open_alert_counts(staged.alerts or {})  # the active alerts as of this transaction
     if written is not None:  # committed: what this pass wrote is now what the database holds
         written.alert_token, written.alerts = staged.alert_token, staged.alerts or {}
         written.compliance_token, written.compliance = staged.compliance_token, staged.compliance or {}
@@ -300,11 +300,6 @@ def firm_figures(evaluation: Evaluation) -> risk_signals.FirmFigures | None:
         gross_notional=firm.gross,
         delta_by_asset=delta_by_asset(firm),
     )
-
-
-def _read_open_alert_counts(conn: Connection) -> dict[tuple[str, str], int]:
-    rows = fetch_all(conn, "SELECT severity, limit_type, count(*) FROM alerts WHERE state <> 'resolved' GROUP BY 1, 2")
-    return {(severity, limit_type): int(count) for severity, limit_type, count in rows}
 
 
 def _open_alert_counts(alerts: Mapping[str, tuple[Alert, str]]) -> dict[tuple[str, str], int]:
