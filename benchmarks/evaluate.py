@@ -6,20 +6,30 @@ reading the same latest snapshots, all measured in the same run (interleaved, me
 Data: 10k accounts × 10 positions (half perpetual, longs and shorts) on 4 exchanges, 2 balances each, a
 custodian for a third of them, a few overdue settlements, 14 prices; the 20 limits of
 benchmarks/evaluate_compute.py (stored as versioned rows). The first pass opens every alert and writes
-every mark and compliance row; it is reported on its own. Steady-state passes then see unchanged data:
-that is the every-second cost. Targets (issue 4): full pass <= 1 s and <= 3x the read-only floor.
+every mark and compliance row; it is reported on its own. Then, per repeat, interleaved:
+
+- full passes with the job's state kept between passes (as EvaluateJob keeps it: the previous book with its
+  fast-path index and exact figures, and the alerts/statuses its last pass committed), once right after a
+  new positions and balances batch for *every* account landed (same contents, as most polls bring) and
+  once with no head moved;
+- a cold-start pass (empty state: a replica that just took over the job);
+- the read-only floor, a book load from scratch and one with the previous book kept, and the pure compute
+  on a fresh book (builds the index) and on the kept book.
+
+Targets (issue 4): full pass <= 1 s and <= 3x the read-only floor.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import random
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from _support import benchmark_database, median
 from evaluate_compute import BASES, LIMITS, VENUES
@@ -28,7 +38,14 @@ from sqlalchemy import Engine, text
 from models.risk import evaluate
 from services import database
 from services.book_loader import BOOK_QUERIES, BookCache, load_book
-from services.evaluation import FirmSignalsState, HistoryState, firm_figures, run_evaluation
+from services.evaluation import (
+    EvaluationResult,
+    FirmSignalsState,
+    HistoryState,
+    WrittenState,
+    firm_figures,
+    run_evaluation,
+)
 from services.limits_store import current_limits, sync_limits
 from services.raw_rows import fetch_all
 from services.snapshot_store import AccountSnapshot, RunRecord, SnapshotStore
@@ -116,10 +133,56 @@ def read_floor(engine: Engine) -> int:
     return count
 
 
+def move_every_head(engine: Engine, at: datetime) -> None:
+    """A new positions and balances batch for every account, collected at ``at``, with the same contents: what
+    the evaluation sees after every venue's poll landed (heads move on every poll, even when nothing traded)."""
+    store = SnapshotStore(engine)
+    with engine.connect() as conn:
+        positions = fetch_all(
+            conn,
+            "SELECT a.venue_id, p.account_id, p.symbol, p.quantity, p.avg_price, p.mark_price, p.realized_pnl"
+            " FROM position_latest p JOIN accounts a ON a.id = p.account_id ORDER BY p.account_id, p.symbol",
+        )
+        balances = fetch_all(
+            conn,
+            "SELECT a.venue_id, b.account_id, b.asset, b.available, b.locked, b.total"
+            " FROM balance_latest b JOIN accounts a ON a.id = b.account_id ORDER BY b.account_id, b.asset",
+        )
+    for kind, rows in (("positions", positions), ("balances", balances)):
+        by_venue: dict[str, dict[int, list[tuple[object, ...]]]] = {}
+        for venue, account_id, *values in rows:
+            by_venue.setdefault(venue, {}).setdefault(account_id, []).append((*values, at))
+        for venue, accounts in by_venue.items():
+            batch = [AccountSnapshot(account_id, at, items) for account_id, items in accounts.items()]
+            store.write_snapshots(RunRecord(f"collect_{kind}", venue, kind, at, at), at, batch)
+
+
+class GcClock:
+    """Seconds spent in the cyclic garbage collector (any generation), via gc.callbacks."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+        gc.callbacks.append(self._tick)
+
+    def _tick(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+
+
+GC = GcClock()
+
+
 def timed(func: Callable[[], T]) -> tuple[float, T]:
-    started = time.perf_counter()
+    started, in_gc = time.perf_counter(), GC.seconds
     result = func()
+    GC_SPENT.append(GC.seconds - in_gc)
     return time.perf_counter() - started, result
+
+
+GC_SPENT: list[float] = []  # cyclic GC seconds inside each timed call
 
 
 def main() -> None:
@@ -141,73 +204,94 @@ def main() -> None:
         first = run_evaluation(engine, limits, NOW, groups=groups, history=history, channels=("ops",))
         rows = read_floor(engine)
 
-        cache = BookCache()
-        load_book(engine, groups=groups, cache=cache)
-        floor_t: list[float] = []
-        cached_t: list[float] = []
-        cold_t: list[float] = []
-        load_t: list[float] = []
-        compute_t: list[float] = []
-        full_t: list[float] = []
-        write_t: list[float] = []
-        firm_t: list[float] = []
+        # The job's state across passes, as EvaluateJob keeps it: the previous book (rows, fast-path index,
+        # exact figures) and what the last pass committed (alerts, compliance statuses).
+        job = {"cache": BookCache(), "written": WrittenState()}
+        load_cache = BookCache()
         # The job refreshes the exact firm-wide gauges every 10 s, not every pass: steady passes skip them.
         firm_signals = FirmSignalsState(every_s=3600, last_at=NOW)
-        for n in range(args.repeats):  # interleaved: every figure sees the same machine load
-            floor_t.append(timed(partial(read_floor, engine))[0])
+        now = NOW
+
+        def job_pass(at: datetime, **state: object) -> EvaluationResult:
+            kwargs: dict[str, Any] = {"groups": groups, "history": history, "firm_signals": firm_signals, **state}
+            return run_evaluation(engine, limits, at, **kwargs)
+
+        def settle() -> None:
+            """Collect the garbage of this script's own measurements (fresh books, a cold pass) before a timed
+            pass, so a full collection they made due is not charged to it; the pass still pays for every
+            collection its own allocations trigger (reported as "of which cyclic GC")."""
+            gc.collect()
+
+        job_pass(now, **job)  # the job's first pass with state: builds the book, index and caches
+        load_book(engine, groups=groups, cache=load_cache)
+        t: dict[str, list[float]] = {}
+        hits: list[tuple[bool, bool]] = []
+
+        def record(name: str, seconds: float) -> None:
+            t.setdefault(name, []).append(seconds)
+
+        for _ in range(args.repeats):  # interleaved: every figure sees the same machine load
+            now += timedelta(seconds=1)
+            move_every_head(engine, now - timedelta(milliseconds=500))  # not timed
+            settle()
+            seconds, moved = timed(partial(job_pass, now, **job))
+            record("moved", seconds)
+            record("moved_gc", GC_SPENT[-1])
+            record("moved_read", moved.timings["read"])
+            record("moved_compute", moved.timings["compute"])
+            record("floor", timed(partial(read_floor, engine))[0])
             seconds, loaded = timed(partial(load_book, engine, groups=groups))
-            load_t.append(seconds)
-            cached_t.append(timed(partial(load_book, engine, groups=groups, cache=cache))[0])
-            compute_t.append(timed(partial(evaluate, loaded.book, limits, NOW))[0])
-            now = NOW + timedelta(seconds=n + 1)
-            seconds, result = timed(
-                partial(
-                    run_evaluation,
-                    engine,
-                    limits,
-                    now,
-                    groups=groups,
-                    history=history,
-                    cache=cache,
-                    firm_signals=firm_signals,
-                )
-            )
-            full_t.append(seconds)
-            firm_t.append(timed(partial(firm_figures, result.evaluation))[0])
-            # every head moved (no cache): what a pass costs right after every venue's batch landed
-            cold_t.append(
-                timed(
-                    partial(
-                        run_evaluation, engine, limits, now, groups=groups, history=history, firm_signals=firm_signals
-                    )
-                )[0]
-            )
-            write_t.append(result.timings["write"])
-            assert result.events == [], "steady state must not change alerts"
+            record("load", seconds)
+            load_book(engine, groups=groups, cache=load_cache)  # catches up with the moved heads
+            record("cached_load", timed(partial(load_book, engine, groups=groups, cache=load_cache))[0])
+            record("compute_cold", timed(partial(evaluate, loaded.book, limits, now))[0])
+            now += timedelta(seconds=1)
+            settle()
+            seconds, result = timed(partial(job_pass, now, **job))
+            record("full", seconds)
+            record("full_gc", GC_SPENT[-1])
+            record("compute_warm", result.timings["compute"])
+            record("write", result.timings["write"])
+            hits.append(result.cache_hits)
+            record("firm", timed(partial(firm_figures, result.evaluation))[0])
+            # a replica that just took over the job: no book, no index, no cached alerts (empty state)
+            settle()
+            seconds, cold = timed(partial(job_pass, now, cache=BookCache(), written=WrittenState()))
+            record("cold", seconds)
+            assert moved.events == result.events == cold.events == [], "steady state must not change alerts"
         engine.dispose()
 
     print(
         f"book: {args.accounts} accounts x {args.positions} positions, {len(limits)} limits, {rows} rows read;"
         f" {len(first.evaluation.checks)} checks, {len(first.events)} alerts opened in the first pass"
     )
-    t = first.timings
+    f = first.timings
     print(
-        f"first pass (opens every alert, writes every mark/compliance/history row): {t['total']:.3f} s"
-        f" (read {t['read']:.3f}, compute {t['compute']:.3f}, write {t['write']:.3f})"
+        f"first pass (opens every alert, writes every mark/compliance/history row): {f['total']:.3f} s"
+        f" (read {f['read']:.3f}, compute {f['compute']:.3f}, write {f['write']:.3f})"
     )
-    floor, load, compute, full, write = (median(x) for x in (floor_t, load_t, compute_t, full_t, write_t))
-    cached, cold = median(cached_t), median(cold_t)
-    rest = full - compute
-    print(f"steady state, median of {args.repeats}:")
-    print(f"  read-only floor (fetch the same rows):   {floor:.3f} s")
-    print(f"  book load (read + build domain values):  {load:.3f} s   {load / floor:.2f}x floor")
-    print(f"  book load, heads unchanged (BookCache):  {cached:.3f} s   {cached / floor:.2f}x floor")
-    print(f"  pure compute (models.risk.evaluate):     {compute:.3f} s")
-    print(f"  write transaction (no alert changes):    {write:.3f} s")
-    print(f"  full pass (read + compute + write):      {full:.3f} s   {full / floor:.2f}x floor   (cached read)")
-    print(f"  full pass, every head moved (no cache):  {cold:.3f} s   {cold / floor:.2f}x floor")
-    print(f"  full pass without compute:               {rest:.3f} s   {rest / floor:.2f}x floor")
-    print(f"  exact firm-wide gauges (every 10 s):     {median(firm_t):.3f} s   (not part of a steady pass)")
+    m = {name: median(values) for name, values in t.items()}
+    floor = m["floor"]
+
+    def line(label: str, name: str, ratio: bool = False) -> None:
+        tail = f"   {m[name] / floor:.2f}x floor" if ratio else ""
+        print(f"  {label:<58}{m[name]:.3f} s{tail}")
+
+    print(f"steady state, median of {args.repeats} (cache hits, alerts/compliance: {hits}):")
+    line("read-only floor (fetch the same rows):", "floor")
+    line("book load from scratch (read + build domain values):", "load", True)
+    line("book load, heads unchanged (previous book kept):", "cached_load", True)
+    line("pure compute, fresh book (builds the fast-path index):", "compute_cold")
+    line("pure compute, kept book (index and exact figures reused):", "compute_warm")
+    line("write transaction (no alert changes):", "write")
+    line("full pass, heads unchanged (read + compute + write):", "full", True)
+    line("  of which cyclic GC (collections triggered inside the pass):", "full_gc")
+    line("full pass, every head moved (same contents):", "moved", True)
+    line("  of which read / compute / cyclic GC:", "moved_read")
+    line("", "moved_compute")
+    line("", "moved_gc")
+    line("full pass, cold start (no state: a replica taking over):", "cold", True)
+    line("exact firm-wide gauges (every 10 s, not part of a pass):", "firm")
 
 
 if __name__ == "__main__":

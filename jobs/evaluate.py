@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from models.risk import Limit
 from services.alert_records import StoredEvent
 from services.book_loader import BookCache, FreshnessSource
-from services.evaluation import FirmSignalsState, HistoryState, run_evaluation
+from services.evaluation import FirmSignalsState, HistoryState, WrittenState, run_evaluation
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,8 @@ class EvaluateJob:
     history: HistoryState
     publish: Callable[[Sequence[StoredEvent]], None]
     freshness: FreshnessSource | None = None  # None: derived from collection_runs
-    cache: BookCache = field(default_factory=BookCache)  # rows of accounts whose snapshot head did not move
+    cache: BookCache = field(default_factory=BookCache)  # the previous book; rows of unmoved accounts
+    written: WrittenState = field(default_factory=WrittenState)  # alerts/statuses the last pass committed
     per_account_metrics: bool = False
     firm_signals: FirmSignalsState = field(default_factory=FirmSignalsState)
 
@@ -48,6 +49,7 @@ class EvaluateJob:
             cache=self.cache,
             per_account_metrics=self.per_account_metrics,
             firm_signals=self.firm_signals,
+            written=self.written,
         )
         if result.events:
             log.info("evaluation %d: %d alert events", result.evaluation_id, len(result.events))

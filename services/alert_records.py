@@ -130,3 +130,21 @@ def active_alerts(conn: Connection) -> dict[str, Alert]:
         fp: Alert(fp, name, scope_of(subject), states[state], severities[sev], value, opened, updated, by, note, res)
         for fp, name, subject, state, sev, value, opened, updated, by, note, res in fetch_all(conn, _ACTIVE_SQL)
     }
+
+
+_ACTIVE_TYPED_SQL = _ACTIVE_SQL.replace("SELECT fingerprint,", "SELECT limit_type, fingerprint,")
+
+
+def active_alerts_with_types(conn: Connection) -> dict[str, tuple[Alert, str]]:
+    """`active_alerts` with each alert's limit type (the open-alert gauges count by it)."""
+    states = {s.value: s for s in AlertState}
+    severities = {s.value: s for s in Severity}
+    return {
+        fp: (
+            Alert(fp, name, scope_of(subject), states[state], severities[sev], value, opened, updated, by, note, res),
+            limit_type,
+        )
+        for limit_type, fp, name, subject, state, sev, value, opened, updated, by, note, res in fetch_all(
+            conn, _ACTIVE_TYPED_SQL
+        )
+    }

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from itertools import chain
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, text
@@ -29,6 +30,7 @@ from models.risk import (
     RiskBook,
     build_book,
     split_symbol,
+    update_book,
 )
 from services.raw_rows import fetch_all
 
@@ -82,13 +84,19 @@ BOOK_QUERIES = (
 
 @dataclass
 class BookCache:
-    """Domain rows of the previous read per (account id, kind), kept while the account's snapshot head
-    (``collected_at``) has not moved. Snapshots are immutable, so reusing them is exact; only accounts with
-    a new batch are fetched and rebuilt. Owned by one evaluation loop (not thread-safe)."""
+    """The previous read, kept by one evaluation loop between passes (not thread-safe).
+
+    Domain rows per (account id, kind) are kept while the account's snapshot head (``collected_at``) has not
+    moved: snapshots are immutable, so reusing them is exact; only accounts with a new batch are fetched
+    and rebuilt. The previous book is kept too, so the next one shares its unchanged mappings and the fast
+    evaluation's index is patched for the moved accounts instead of rebuilt (`models.risk.update_book`).
+    A replica that takes over the job starts with an empty cache: one full read and index build."""
 
     # account id -> (head collected_at, rows, newest observed_at of the rows)
     positions: dict[int, tuple[datetime, tuple[Position, ...], datetime | None]] = field(default_factory=dict)
     balances: dict[int, tuple[datetime, tuple[Balance, ...], datetime | None]] = field(default_factory=dict)
+    book: RiskBook | None = None
+    metas: list[AccountMeta] = field(default_factory=list)  # the accounts the book was built with
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +173,7 @@ class _Reader:
     data_times: dict[str, datetime] = field(default_factory=dict)
     positions_as_of: dict[str, datetime] = field(default_factory=dict)  # account key -> its positions' head
     instruments: dict[str, tuple[str, str, InstrumentKind] | None] = field(default_factory=dict)
+    row_times: dict[tuple[str, str], datetime] = field(default_factory=dict)
     skipped: int = 0
 
     def instrument(self, symbol: str) -> tuple[str, str, InstrumentKind] | None:
@@ -180,6 +189,11 @@ class _Reader:
         if key not in self.data_times or at > self.data_times[key]:
             self.data_times[key] = at
 
+    def venue_seen(self, source: str, kind: str, at: datetime | None) -> None:
+        """Newest row time per (venue or source, data kind): the book's freshness from its rows."""
+        if at is not None and ((source, kind) not in self.row_times or at > self.row_times[source, kind]):
+            self.row_times[source, kind] = at
+
     def stale(
         self, cached: Mapping[int, tuple[datetime, object, object]], heads: Mapping[int, datetime]
     ) -> list[int] | None:
@@ -187,7 +201,7 @@ class _Reader:
         changed = [a for a, at in heads.items() if a not in cached or cached[a][0] != at]
         return None if len(changed) > len(heads) // 2 else changed
 
-    def positions(self, heads: Mapping[int, datetime], cache: BookCache) -> list[Position]:
+    def positions(self, heads: Mapping[int, datetime], cache: BookCache) -> dict[str, tuple[Position, ...]]:
         changed = self.stale(cache.positions, heads)
         sql, params = POSITIONS_SQL, None
         if changed is not None:
@@ -218,16 +232,18 @@ class _Reader:
                 )
             )
         cache.positions = {a: (at, *_newest(fresh[a])) if a in fresh else cache.positions[a] for a, at in heads.items()}
-        out: list[Position] = []
+        out: dict[str, tuple[Position, ...]] = {}
         for account_id, (head, items, newest) in cache.positions.items():
-            if account_id in keys:
-                self.positions_as_of[keys[account_id]] = head
-            if newest is not None and account_id in keys:
-                out.extend(items)
-                self.seen(keys[account_id], newest)
+            key = keys.get(account_id)
+            if key is not None:
+                self.positions_as_of[key] = head
+                if newest is not None:
+                    out[key] = items
+                    self.seen(key, newest)
+                    self.venue_seen(venues[account_id], "positions", newest)
         return out
 
-    def balances(self, heads: Mapping[int, datetime], cache: BookCache) -> list[Balance]:
+    def balances(self, heads: Mapping[int, datetime], cache: BookCache) -> dict[str, tuple[Balance, ...]]:
         changed = self.stale(cache.balances, heads)
         sql, params = BALANCES_SQL, None
         if changed is not None:
@@ -242,15 +258,56 @@ class _Reader:
                 continue
             fresh[account_id].append(Balance(venues[account_id], key, asset, available, locked, total, observed_at))
         cache.balances = {a: (at, *_newest(fresh[a])) if a in fresh else cache.balances[a] for a, at in heads.items()}
-        out: list[Balance] = []
+        out: dict[str, tuple[Balance, ...]] = {}
         for account_id, (_, items, newest) in cache.balances.items():
-            if newest is not None and account_id in keys:
-                out.extend(items)
-                self.seen(keys[account_id], newest)
+            key = keys.get(account_id)
+            if newest is not None and key is not None:
+                out[key] = items
+                self.seen(key, newest)
+                self.venue_seen(venues[account_id], "balances", newest)
         return out
 
 
 _Row = TypeVar("_Row", Position, Balance)
+
+
+def _metas(
+    keys: Mapping[int, str],
+    venues: Mapping[int, str],
+    custodians: Mapping[str, str],
+    groups: Mapping[str, tuple[str, ...]],
+    cache: BookCache,
+) -> list[AccountMeta]:
+    member_of: dict[str, set[str]] = {}
+    for group, members in groups.items():
+        for member in members:
+            member_of.setdefault(member, set()).add(group)
+    metas = [
+        AccountMeta(key, venues[account_id], custodians.get(key), frozenset(member_of.get(key, ())))
+        for account_id, key in keys.items()
+    ]
+    return cache.metas if metas == cache.metas else metas  # the same objects: fewer survivors (see _marks)
+
+
+def _marks(rows: list[Any], cache: BookCache) -> dict[str, PnlMarks]:
+    """P&L marks by scope, keeping last pass's objects for rows that did not change.
+
+    Objects that outlive a pass are what drives the cyclic collector's full collections (each one walks
+    every object of the process); a steady pass should leave as few new ones behind as it can."""
+    previous = cache.book.marks if cache.book is not None else {}
+    out: dict[str, PnlMarks] = {}
+    for scope, hwm, day_start, day in rows:
+        old = previous.get(scope)
+        same = old is not None and old.trading_day == day and _same_decimal(old.hwm, hwm)
+        if same and old is not None and _same_decimal(old.day_start_equity, day_start):
+            out[scope] = old
+        else:
+            out[scope] = PnlMarks(hwm, day_start, day)
+    return out
+
+
+def _same_decimal(a: Decimal, b: Decimal) -> bool:
+    return not a.compare_total(b)  # same value and same exponent (== ignores the exponent)
 
 
 def _newest(rows: list[_Row]) -> tuple[tuple[_Row, ...], datetime | None]:
@@ -286,38 +343,49 @@ def read_book(
         custody.append(CustodyBalance(custodian, venues[account_id], key, asset, total, observed_at))
         custodians[key] = custodian
         reader.seen(key, observed_at)
+        reader.venue_seen(custodian, "custody", observed_at)
     prices: list[Price] = []
     for source, symbol, price, observed_at in fetch_all(conn, PRICES_SQL):
         if reader.instrument(symbol) is None:
             reader.skipped += 1
             continue
         prices.append(Price(symbol, price, observed_at, source))
+        reader.venue_seen(source, "prices", observed_at)
     settlements = [
         PendingSettlement(settlement_id, keys[account_id], asset, quantity, initiated, expected.astimezone(UTC).date())
         for settlement_id, account_id, asset, quantity, initiated, expected in fetch_all(conn, SETTLEMENTS_SQL)
         if account_id in keys
     ]
-    marks = {scope: PnlMarks(hwm, day_start, day) for scope, hwm, day_start, day in fetch_all(conn, MARKS_SQL)}
+    marks = _marks(fetch_all(conn, MARKS_SQL), cache)
     fresh: dict[tuple[str, str], datetime] = dict(freshness()) if freshness is not None else freshness_from_runs(conn)
-    member_of: dict[str, set[str]] = {}
-    for group, members in groups.items():
-        for member in members:
-            member_of.setdefault(member, set()).add(group)
-    metas = [
-        AccountMeta(key, venues[account_id], custodians.get(key), frozenset(member_of.get(key, ())))
-        for account_id, key in keys.items()
-    ]
-    book = build_book(
-        accounts=metas,
-        positions=positions,
-        balances=balances,
-        prices=prices,
-        custody=custody,
-        settlements=settlements,
-        freshness=fresh,
-        marks=marks,
-        day_offset=day_offset,
-    )
+    for source_kind, at in reader.row_times.items():
+        if source_kind not in fresh or at > fresh[source_kind]:
+            fresh[source_kind] = at
+    metas = _metas(keys, venues, custodians, groups, cache)
+    if cache.book is not None and cache.metas == metas and cache.book.day_offset == day_offset:
+        book = update_book(
+            cache.book,
+            positions=positions,
+            balances=balances,
+            custody=custody,
+            settlements=settlements,
+            prices=prices,
+            freshness=fresh,
+            marks=marks,
+        )
+    else:
+        book = build_book(
+            accounts=metas,
+            positions=chain.from_iterable(positions.values()),
+            balances=chain.from_iterable(balances.values()),
+            prices=prices,
+            custody=custody,
+            settlements=settlements,
+            freshness=fresh,
+            marks=marks,
+            day_offset=day_offset,
+        )
+    cache.book, cache.metas = book, metas
     times: list[Any] = [*reader.data_times.values(), *(p.observed_at for p in prices)]
     return LoadedBook(
         book=book,

@@ -22,11 +22,11 @@ from typing import Any
 from sqlalchemy import Connection, Engine, text
 
 from models.risk import Check, Evaluation, Level, Limit, daily_pnl, drawdown, evaluate, resolve_absent, step
-from models.risk.alerts import AlertEvent, Transition
+from models.risk.alerts import Alert, AlertEvent, Severity, Transition
 from models.risk.exposure import delta_by_asset
 from services import metrics, risk_signals
-from services.alert_records import StoredEvent, active_alerts
-from services.alert_store import AlertContext, apply_transitions
+from services.alert_records import StoredEvent, active_alerts_with_types
+from services.alert_store import CHAIN_LOCK, AlertContext, apply_transitions
 from services.book_loader import BookCache, FreshnessSource, LoadedBook, load_book
 from services.raw_rows import copy_rows, fetch_all
 from services.tick_alerts import ACTOR as TICKS_ACTOR
@@ -38,6 +38,10 @@ FIRM = "firm"  # the firm-wide scope key of models.risk
 ZERO = Decimal(0)
 _STATUS = {Level.OK: "compliant", Level.WARN: "warning", Level.CRITICAL: "breach"}
 _RANK = {Level.OK: 0, Level.WARN: 1, Level.CRITICAL: 2}
+_SEVERITY = {Level.WARN: Severity.WARNING, Level.CRITICAL: Severity.CRITICAL}
+# Taken by every writer of compliance_status (evaluation passes, which may briefly overlap across replicas
+# around a lease handover): the cached statuses' token is read under it.
+COMPLIANCE_LOCK = 0x636F6D706C69  # "compli"
 _HISTORY_COLUMNS = (
     "account_id",
     "recorded_at",
@@ -79,6 +83,36 @@ class FirmSignalsState:
         return self.last_at is None or now - self.last_at >= timedelta(seconds=self.every_s)
 
 
+@dataclass
+class WrittenState:
+    """What this process's last committed pass left in ``alerts`` and ``compliance_status``, so a steady
+    pass need not re-read 10k+ rows to diff against them.
+
+    Validated inside every write transaction, under a lock that every writer of those rows takes: the
+    cached alerts are used only while ``max(alert_events.id)`` is still the one this process saw after its
+    own last commit (every alert change appends an event under the chain lock: an operator's ack, the tick
+    path's writer, another replica), and the statuses only while ``max(compliance_history.id)`` is (every
+    status change appends history under ``COMPLIANCE_LOCK``). Anything else re-reads. Updated only after
+    a commit, so a rolled-back pass leaves the previous (still true) state."""
+
+    alert_token: int | None = None
+    alerts: dict[str, tuple[Alert, str]] = field(default_factory=dict)  # fingerprint -> (active alert, limit type)
+    compliance_token: int | None = None
+    compliance: dict[int, str] = field(default_factory=dict)  # account id -> status
+
+
+@dataclass
+class _Staged:
+    """The next WrittenState, built inside the transaction and kept only if it commits."""
+
+    alert_token: int | None = None
+    alerts: dict[str, tuple[Alert, str]] | None = None
+    compliance_token: int | None = None
+    compliance: dict[int, str] | None = None
+    alert_cache_hit: bool = False
+    compliance_cache_hit: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class EvaluationResult:
     evaluation_id: int
@@ -88,6 +122,7 @@ class EvaluationResult:
     compliance_changes: int
     history_rows: int
     timings: Mapping[str, float]  # seconds: read, compute, write, total
+    cache_hits: tuple[bool, bool] = (False, False)  # (alerts, compliance) diffed against WrittenState
 
 
 def run_evaluation(
@@ -105,25 +140,28 @@ def run_evaluation(
     cache: BookCache | None = None,
     per_account_metrics: bool = False,
     firm_signals: FirmSignalsState | None = None,
+    written: WrittenState | None = None,
 ) -> EvaluationResult:
-    """One full pass. ``history`` and ``cache`` are the caller's state across passes (None: none kept)."""
+    """One full pass. ``history``, ``cache`` and ``written`` are the caller's state across passes (None: none
+    kept)."""
     started = time.perf_counter()
     loaded = load_book(engine, groups=groups, freshness=freshness, day_offset=day_offset, cache=cache)
     read_done = time.perf_counter()
     evaluation = evaluate(loaded.book, limits, now)
     compute_done = time.perf_counter()
+    staged = _Staged()
     with engine.begin() as conn:
         evaluation_id = _insert_evaluation(conn, evaluation, loaded, now, path)
         _write_marks(conn, evaluation, now)
         worst = _worst_levels(evaluation, loaded)
-        compliance_changes = _write_compliance(conn, worst, loaded, now)
+        compliance_changes = _write_compliance(conn, worst, loaded, now, written=written, staged=staged)
         history_rows = (
             _write_history(conn, evaluation, loaded=loaded, history=history, evaluation_id=evaluation_id, now=now)
             if history
             else 0
         )
         # Alerts last: their chain lock is held until commit, so keep what follows it short.
-        events = _write_alerts(conn, evaluation, loaded, now, channels)
+        events = _write_alerts(conn, evaluation, loaded, now, channels=channels, written=written, staged=staged)
         opened = sum(1 for e in events if e.event_type is AlertEvent.OPENED)
         resolved = sum(1 for e in events if e.event_type is AlertEvent.RESOLVED)
         finished = now + timedelta(seconds=time.perf_counter() - started)
@@ -134,7 +172,10 @@ def run_evaluation(
             ),
             {"opened": opened, "resolved": resolved, "at": finished, "id": evaluation_id, "started": now},
         )
-        open_alerts = _open_alert_counts(conn)
+        open_alerts = _open_alert_counts(staged.alerts or {})  # the active alerts as of this transaction
+    if written is not None:  # committed: what this pass wrote is now what the database holds
+        written.alert_token, written.alerts = staged.alert_token, staged.alerts or {}
+        written.compliance_token, written.compliance = staged.compliance_token, staged.compliance or {}
     done = time.perf_counter()
     if publish is not None and events:
         publish(events)
@@ -159,7 +200,8 @@ def run_evaluation(
     )
     if firm_signals is not None and firm_signals.due(now):
         firm_signals.last_at = now
-    return EvaluationResult(evaluation_id, evaluation, loaded, events, compliance_changes, history_rows, timings)
+    hits = (staged.alert_cache_hit, staged.compliance_cache_hit)
+    return EvaluationResult(evaluation_id, evaluation, loaded, events, compliance_changes, history_rows, timings, hits)
 
 
 def _observe(
@@ -260,9 +302,12 @@ def firm_figures(evaluation: Evaluation) -> risk_signals.FirmFigures | None:
     )
 
 
-def _open_alert_counts(conn: Connection) -> dict[tuple[str, str], int]:
-    rows = fetch_all(conn, "SELECT severity, limit_type, count(*) FROM alerts WHERE state <> 'resolved' GROUP BY 1, 2")
-    return {(severity, limit_type): int(count) for severity, limit_type, count in rows}
+def _open_alert_counts(alerts: Mapping[str, tuple[Alert, str]]) -> dict[tuple[str, str], int]:
+    counts: dict[tuple[str, str], int] = {}
+    for alert, limit_type in alerts.values():
+        key = (alert.severity.value, limit_type)
+        counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def _insert_evaluation(conn: Connection, evaluation: Evaluation, loaded: LoadedBook, now: datetime, path: str) -> int:
@@ -316,15 +361,33 @@ def _worst_levels(evaluation: Evaluation, loaded: LoadedBook) -> dict[str, Level
     return worst
 
 
-def _write_compliance(conn: Connection, worst: Mapping[str, Level], loaded: LoadedBook, now: datetime) -> int:
-    """Status per account from its worst check; a change (or a first status) appends compliance_history."""
-    previous: dict[int, str] = dict(fetch_all(conn, "SELECT account_id, status FROM compliance_status"))
+def _write_compliance(
+    conn: Connection,
+    worst: Mapping[str, Level],
+    loaded: LoadedBook,
+    now: datetime,
+    *,
+    written: WrittenState | None,
+    staged: _Staged,
+) -> int:
+    """Status per account from its worst check; a change (or a first status) appends compliance_history.
+
+    Rows are written only when the status changes, so ``changed_at`` = ``updated_at`` = the time of the last
+    change (a refresh of every row per pass would be a 10k-row update every second)."""
+    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": COMPLIANCE_LOCK})
+    token = int(conn.scalar(text("SELECT coalesce(max(id), 0) FROM compliance_history")) or 0)
+    if written is not None and written.compliance_token == token:
+        previous: dict[int, str] = written.compliance
+        staged.compliance_cache_hit = True
+    else:
+        previous = dict(fetch_all(conn, "SELECT account_id, status FROM compliance_status"))
     changed: list[tuple[int, str, str | None]] = []
     for account, level in worst.items():
         account_id = loaded.account_ids[account]
         status = _STATUS[level]
         if previous.get(account_id) != status:
             changed.append((account_id, status, previous.get(account_id)))
+    statuses = dict(previous)
     if changed:
         params = {
             "now": now,
@@ -341,14 +404,19 @@ def _write_compliance(conn: Connection, worst: Mapping[str, Level], loaded: Load
             ),
             params,
         )
-        conn.execute(
-            text(
-                "INSERT INTO compliance_history (account_id, status, previous_status, changed_at, reason)"
-                " SELECT a, s, p, :now, 'evaluation'"
-                " FROM unnest(CAST(:ids AS int[]), CAST(:status AS text[]), CAST(:previous AS text[])) AS u(a, s, p)"
-            ),
-            params,
+        token = int(
+            conn.scalar(
+                text(
+                    "WITH added AS (INSERT INTO compliance_history"
+                    " (account_id, status, previous_status, changed_at, reason)"
+                    " SELECT a, s, p, :now, 'evaluation' FROM unnest(CAST(:ids AS int[]), CAST(:status AS text[]),"
+                    " CAST(:previous AS text[])) AS u(a, s, p) RETURNING id) SELECT max(id) FROM added"
+                ),
+                params,
+            )
         )
+        statuses.update((account_id, status) for account_id, status, _ in changed)
+    staged.compliance_token, staged.compliance = token, statuses
     return len(changed)
 
 
@@ -387,21 +455,50 @@ def _write_history(
 
 
 def _write_alerts(
-    conn: Connection, evaluation: Evaluation, loaded: LoadedBook, now: datetime, channels: Sequence[str]
+    conn: Connection,
+    evaluation: Evaluation,
+    loaded: LoadedBook,
+    now: datetime,
+    *,
+    channels: Sequence[str],
+    written: WrittenState | None,
+    staged: _Staged,
 ) -> list[StoredEvent]:
-    active = active_alerts(conn)
+    # The chain lock first: while it is held nobody else can append an event, so the token read under it
+    # says exactly whether the cached alerts are still what the database holds.
+    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK})
+    token = int(conn.scalar(text("SELECT coalesce(max(id), 0) FROM alert_events")) or 0)
+    if written is not None and written.alert_token == token:
+        cached = written.alerts
+        staged.alert_cache_hit = True
+    else:
+        cached = active_alerts_with_types(conn)
+    active = {fp: alert for fp, (alert, _) in cached.items()}
     transitions: list[Transition] = []
     context: dict[str, AlertContext] = {}
     for check in evaluation.checks:
         fp = check.fingerprint
-        found = step(active.get(fp), check, now)
+        previous = active.get(fp)
+        if previous is not None and check.level is not Level.OK and _SEVERITY[check.level] is previous.severity:
+            continue  # the common case, decided without building anything: an active alert at the same severity
+        found = step(previous, check, now)
         if found:
             transitions.extend(found)
             context[fp] = _context(check, loaded, now)
     resolving = resolve_absent(active.values(), evaluation, now)
     ahead = _ahead_of_positions(conn, [t.alert.fingerprint for t in resolving], loaded)
     transitions.extend(t for t in resolving if t.alert.fingerprint not in ahead)
-    return apply_transitions(conn, transitions, now, ACTOR, context, channels=channels)
+    events = apply_transitions(conn, transitions, now, ACTOR, context, channels=channels)
+    after = dict(cached)
+    for event in events:  # every event of this transaction, including ones re-derived against newer rows
+        alert = event.alert.to_domain()
+        if alert.active:
+            after[alert.fingerprint] = (alert, event.alert.limit_type)
+        else:
+            after.pop(alert.fingerprint, None)
+    staged.alert_token = max((e.id for e in events), default=token)
+    staged.alerts = after
+    return events
 
 
 def _ahead_of_positions(conn: Connection, fingerprints: Sequence[str], loaded: LoadedBook) -> set[str]:

@@ -65,15 +65,17 @@ class _LabelledGaugeWriter:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._seen: dict[str, set[tuple[str, ...]]] = {}
+        self._seen: dict[str, dict[tuple[str, ...], float]] = {}
 
     def replace(self, gauge: Gauge, name: str, values: Mapping[tuple[str, ...], float]) -> None:
         with self._lock:
+            seen = self._seen.get(name, {})
             for labels, value in values.items():
-                gauge.labels(*labels).set(value)
-            for gone in self._seen.get(name, set()) - set(values):
+                if seen.get(labels) != value:  # only what changed: per-account gauges are 10k series
+                    gauge.labels(*labels).set(value)
+            for gone in seen.keys() - values.keys():
                 gauge.remove(*gone)
-            self._seen[name] = set(values)
+            self._seen[name] = dict(values)
 
 
 _writer = _LabelledGaugeWriter()
@@ -93,10 +95,11 @@ def publish_evaluation(signals: EvaluationSignals, *, per_account: bool = False)
         metrics.GROSS_NOTIONAL.set(float(firm.gross_notional))
         _writer.replace(metrics.DELTA_EXPOSURE, "delta", {(a,): float(v) for a, v in firm.delta_by_asset.items()})
     _writer.replace(metrics.LIMIT_UTILIZATION, "utilization", {k: float(v) for k, v in signals.utilization.items()})
+    levels = {status: float(compliance_level(status)) for status in COMPLIANCE_LEVELS}  # per account: 10k series
     _writer.replace(
         metrics.COMPLIANCE_STATUS,
         "compliance",
-        {(account,): float(compliance_level(status)) for account, status in signals.compliance.items()},
+        {(account,): levels.get(status, 2.0) for account, status in signals.compliance.items()},
     )
     _writer.replace(metrics.OPEN_ALERTS, "open_alerts", {k: float(v) for k, v in signals.open_alerts.items()})
     for path, seconds in signals.detection_latencies:

@@ -12,6 +12,7 @@ from models.risk.alerts import (
     step,
 )
 from models.risk.book import RiskBook, Tick, affected_accounts, apply_tick, build_book
+from models.risk.book_update import update_book
 from models.risk.evaluation import (
     RISK_CONTEXT,
     Check,
@@ -139,6 +140,7 @@ __all__ = [
     "summarize",
     "trading_day",
     "unsettled_exposure",
+    "update_book",
     "update_marks",
     "venue_delta",
     "within_tolerance",

@@ -19,73 +19,56 @@ How it stays exact (docs/risk-model.md, "Performance"):
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, localcontext
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from models.risk.book import RiskBook
 from models.risk.exposure import (
     INFINITY,
-    NO_CUSTODIAN,
     Exposure,
     account_exposure,
     aggregate,
     leverage,
+)
+from models.risk.fast_index import (
+    DERIVATIVE,
+    HUGE,
+    KIND_CODES,
+    OPTION,
+    BookIndex,
+    Bools,
+    ExactMemo,
+    Floats,
+    Ints,
+    NotIndexable,
+    Objects,
+    Reconciled,
+    book_index,
+    objects_array,
+    to_float,
+    to_floats,
 )
 from models.risk.limits import FIRM_KEY, Dimension, Limit, LimitType, Measure, Scope, Side
 from models.risk.pnl import PnlMarks, daily_loss, drawdown, fold_marks, trading_day
 from models.risk.reconcile import reconcile, unsettled_exposure
 from models.risk.reference import Run
 from models.risk.results import RISK_CONTEXT, Check, Evaluation, Subject
-from models.risk.values import ZERO, InstrumentKind, Position
-
-Floats = npt.NDArray[np.float64]
-Ints = npt.NDArray[np.intp]
-Bools = npt.NDArray[np.bool_]
-Objects = npt.NDArray[np.object_]
+from models.risk.values import ZERO
 
 UNIT_ROUNDOFF = 2.0**-53
 # Relative slack on top of the summation bound: absorbs Decimal→float conversion of thresholds, marks and
 # prices (≤ 2^-53 each), the few float operations after the sums, and the reference's own 28-digit
 # rounding of quotients (≤ 5·10^-28). Orders of magnitude larger than all of them together.
 SLACK = 1e-12
-# Magnitudes the screen accepts: products and sums of up to 10^9 such terms stay normal floats (no overflow,
-# no underflow), so every float operation has relative error ≤ 2^-53. Anything else (or a non-finite
-# Decimal) sends the evaluation to the reference path.
-_HUGE = 1e150
-_TINY = 1e-150
-
-_SPOT, _DERIVATIVE, _OPTION = 0, 1, 2
-_KIND_CODES = {kind.value: i for i, kind in enumerate(InstrumentKind)}
 _NEW, _NEW_DAY, _SAME_DAY, _NEW_HIGH = 0, 1, 2, 3  # how a scope's P&L marks fold this evaluation
-
-
-class NotIndexable(ValueError):
-    """The book holds values the float screen can't bound (non-finite or beyond float range)."""
-
-
-def _f(value: Decimal) -> float:
-    if not value.is_finite():
-        raise NotIndexable(str(value))
-    out = float(value)
-    if not (abs(out) < _HUGE and (out == 0.0 or abs(out) > _TINY)) or (out == 0.0 and value):
-        raise NotIndexable(str(value))
-    return out
 
 
 def _sums(segments: Ints, weights: Floats, count: int) -> Floats:
     """Float sums per segment (any order: the error bound in the docs does not depend on it)."""
     return np.bincount(segments, weights, count).astype(np.float64, copy=False)
-
-
-def _objects(values: list[Any]) -> Objects:
-    out = np.empty(len(values), dtype=object)
-    out[:] = values
-    return out
 
 
 def fold(values: Objects, segments: Ints, count: int) -> Objects:
@@ -104,168 +87,16 @@ def fold(values: Objects, segments: Ints, count: int) -> Objects:
     return result
 
 
-@dataclass(slots=True)
-class BookIndex:
-    """Price-independent arrays over a book's positions and balances, in the reference's iteration order
-    (accounts as in `book.accounts`, then each account's rows in order)."""
-
-    positions_map: object
-    balances_map: object
-    accounts_map: object
-    custody_map: object
-    accounts: list[str]
-    rank: dict[str, int]
-    positions: list[Position]
-    p_acct: Ints
-    p_pair: Ints
-    p_quote: Ints
-    p_base: Ints
-    p_kind: Ints
-    p_own: Bools
-    p_a: Objects  # units (market mark) or units × mark_price (venue mark): × pair mark / quote USD = notional
-    p_a_f: Floats
-    p_cost: Objects
-    p_cost_f: Floats
-    p_units: Objects
-    p_units_f: Floats
-    p_qty: Objects
-    p_qty_f: Floats
-    p_inst: Ints  # (account, instrument) segment, numbered in first-appearance order
-    b_acct: Ints
-    b_asset: Ints
-    b_total: Objects
-    b_total_f: Floats
-    b_nonzero: Bools
-    eq_order: Ints  # [positions | balances] sorted by account, positions first: the equity fold order
-    eq_seg: Ints
-    pairs: list[str]
-    assets: list[str]
-    inst_acct: Ints
-    inst_pair: list[str]
-    inst_kind: list[str]
-    inst_base: list[str]
-    inst_pair_code: Ints
-    inst_kind_code: Ints
-    inst_base_code: Ints
-    options: Ints
-    venues: list[str]
-    custodians: list[str]
-    terms: int  # positions + balances + 1: bounds the number of terms in any float sum
-    subjects: dict[tuple[str, str | None, str | None], Subject] = field(default_factory=dict)
-    reconciled: dict[tuple[Any, ...], list[tuple[int, list[Any]]]] = field(default_factory=dict)
-
-
-def book_index(book: RiskBook) -> BookIndex:
-    """The book's index, reused while positions, balances and accounts are the same objects."""
-    cached = book.index_cache.get("fast")
-    if (
-        isinstance(cached, BookIndex)
-        and cached.positions_map is book.positions
-        and cached.balances_map is book.balances
-        and cached.accounts_map is book.accounts
-        and cached.custody_map is book.custody
-    ):
-        return cached
-    index = _build_index(book)
-    book.index_cache["fast"] = index
-    return index
-
-
-def _build_index(book: RiskBook) -> BookIndex:
-    accounts = list(book.accounts)
-    rank = {a: i for i, a in enumerate(accounts)}
-    pairs: dict[str, int] = {}
-    assets: dict[str, int] = {}
-    positions: list[Position] = []
-    p_acct, p_pair, p_quote, p_base, p_kind, p_own, p_inst = [], [], [], [], [], [], []
-    p_a: list[Decimal] = []
-    p_cost: list[Decimal] = []
-    inst_acct: list[int] = []
-    inst_pair: list[str] = []
-    inst_kind: list[str] = []
-    inst_base: list[str] = []
-    options = []
-    spot, option = InstrumentKind.SPOT, InstrumentKind.OPTION
-    with localcontext(RISK_CONTEXT):
-        for i, account in enumerate(accounts):
-            seen: dict[tuple[str, str], int] = {}
-            for p in book.positions.get(account, ()):
-                if p.instrument not in seen:
-                    seen[p.instrument] = len(inst_acct)
-                    inst_acct.append(i)
-                    inst_pair.append(p.pair)
-                    inst_kind.append(p.instrument[1])
-                    inst_base.append(p.base)
-                p_inst.append(seen[p.instrument])
-                if p.kind is option:
-                    options.append(len(positions))
-                positions.append(p)
-                p_acct.append(i)
-                p_pair.append(pairs.setdefault(p.pair, len(pairs)))
-                p_quote.append(assets.setdefault(p.quote, len(assets)))
-                p_base.append(assets.setdefault(p.base, len(assets)))
-                p_kind.append(_SPOT if p.kind is spot else _OPTION if p.kind is option else _DERIVATIVE)
-                p_own.append(p.mark_price is not None)
-                p_a.append(p.units if p.mark_price is None else p.units * p.mark_price)
-                p_cost.append(p.cost)
-        b_acct, b_asset, b_total = [], [], []
-        for i, account in enumerate(accounts):
-            for b in book.balances.get(account, ()):
-                b_acct.append(i)
-                b_asset.append(assets.setdefault(b.asset, len(assets)))
-                b_total.append(b.total)
-        units = [p.units for p in positions]
-        qty = [p.quantity for p in positions]
-        floats = [[_f(v) for v in column] for column in (p_a, p_cost, units, qty, b_total)]
-    pa = np.array(p_acct, dtype=np.intp)
-    ba = np.array(b_acct, dtype=np.intp)
-    keys = np.concatenate([pa * 2, ba * 2 + 1])
-    eq_order = np.argsort(keys, kind="stable")
-    metas = book.accounts
-    return BookIndex(
-        positions_map=book.positions,
-        balances_map=book.balances,
-        accounts_map=book.accounts,
-        custody_map=book.custody,
-        accounts=accounts,
-        rank=rank,
-        positions=positions,
-        p_acct=pa,
-        p_pair=np.array(p_pair, dtype=np.intp),
-        p_quote=np.array(p_quote, dtype=np.intp),
-        p_base=np.array(p_base, dtype=np.intp),
-        p_kind=np.array(p_kind, dtype=np.intp),
-        p_own=np.array(p_own, dtype=bool),
-        p_a=_objects(p_a),
-        p_a_f=np.array(floats[0]),
-        p_cost=_objects(p_cost),
-        p_cost_f=np.array(floats[1]),
-        p_units=_objects(units),
-        p_units_f=np.array(floats[2]),
-        p_qty=_objects(qty),
-        p_qty_f=np.array(floats[3]),
-        p_inst=np.array(p_inst, dtype=np.intp),
-        b_acct=ba,
-        b_asset=np.array(b_asset, dtype=np.intp),
-        b_total=_objects(b_total),
-        b_total_f=np.array(floats[4]),
-        b_nonzero=np.array([bool(t) for t in b_total], dtype=bool),
-        eq_order=eq_order,
-        eq_seg=keys[eq_order] // 2,
-        pairs=list(pairs),
-        assets=list(assets),
-        inst_acct=np.array(inst_acct, dtype=np.intp),
-        inst_pair=inst_pair,
-        inst_kind=inst_kind,
-        inst_base=inst_base,
-        inst_pair_code=np.array([pairs[x] for x in inst_pair], dtype=np.intp),
-        inst_kind_code=np.array([_KIND_CODES[x] for x in inst_kind], dtype=np.intp),
-        inst_base_code=np.array([assets[x] for x in inst_base], dtype=np.intp),
-        options=np.array(options, dtype=np.intp),
-        venues=[metas[a].venue for a in accounts],
-        custodians=[metas[a].custodian or NO_CUSTODIAN for a in accounts],
-        terms=len(positions) + len(b_total) + 1,
-    )
+def _moved_prices(before: list[Decimal | None], now: list[Decimal | None]) -> Ints:
+    """Codes whose price is not the same Decimal as before (value and exponent), or is new."""
+    moved = [
+        code
+        for code, price in enumerate(now)
+        if code >= len(before)
+        or (price is None) != (before[code] is None)
+        or (price is not None and price.as_tuple() != before[code].as_tuple())  # type: ignore[union-attr]
+    ]
+    return np.array(moved, dtype=np.intp)
 
 
 class _LazyExposures(Mapping[str, Exposure]):
@@ -404,10 +235,10 @@ class _FastRun:
         asset_usd = [table.usd.get(asset) for asset in ix.assets]
         self.pair_ok = np.array([m is not None for m in pair_marks], dtype=bool)
         self.asset_ok = np.array([u is not None for u in asset_usd], dtype=bool)
-        self.pair_mark = _objects([m if m is not None else ZERO for m in pair_marks])
-        self.asset_usd = _objects([u if u is not None else ZERO for u in asset_usd])
-        pair_f = np.array([_f(m) if m is not None else 0.0 for m in pair_marks])
-        asset_f = np.array([_f(u) if u is not None else 0.0 for u in asset_usd])
+        self.pair_mark = objects_array([m if m is not None else ZERO for m in pair_marks])
+        self.asset_usd = objects_array([u if u is not None else ZERO for u in asset_usd])
+        pair_f = np.array([to_float(m) if m is not None else 0.0 for m in pair_marks])
+        asset_f = np.array([to_float(u) if u is not None else 0.0 for u in asset_usd])
         own = ix.p_own
         self.priced = self.asset_ok[ix.p_quote] & (own | self.pair_ok[ix.p_pair])
         priced = self.priced
@@ -416,8 +247,8 @@ class _FastRun:
         abs_n = np.abs(n_f)
         self.n_f, self.abs_n = n_f, abs_n
         cq_f = ix.p_cost_f * quote_f
-        is_option = priced & (ix.p_kind == _OPTION)
-        is_derivative = priced & (ix.p_kind == _DERIVATIVE)
+        is_option = priced & (ix.p_kind == OPTION)
+        is_derivative = priced & (ix.p_kind == DERIVATIVE)
         eq_terms = np.where(is_option, n_f, np.where(is_derivative, n_f - cq_f, 0.0))
         eq_abs = np.where(is_option, abs_n, np.where(is_derivative, abs_n + np.abs(cq_f), 0.0))
         balance_ok = self.asset_ok[ix.b_asset]
@@ -428,14 +259,9 @@ class _FastRun:
         self.equity_f = _sums(ix.p_acct, eq_terms, count) + _sums(ix.b_acct, bal, count)
         self.equity_abs = _sums(ix.p_acct, eq_abs, count) + _sums(ix.b_acct, np.abs(bal), count)
         for array in (self.gross_f, self.net_f, self.equity_f, self.equity_abs):
-            if not np.all(np.abs(array) < _HUGE * _HUGE):
+            if not np.all(np.abs(array) < HUGE * HUGE):
                 raise NotIndexable("float overflow")
-        # exact per-account figures, filled in on demand
-        self.gross_x = np.full(count, None, dtype=object)
-        self.net_x = np.full(count, None, dtype=object)
-        self.equity_x = np.full(count, None, dtype=object)
-        self.exact_done = np.zeros(count, dtype=bool)
-        self.notional_x: Objects | None = None
+        self._start_exact(pair_marks, asset_usd)
         self.effective_units: tuple[Objects, Floats] | None = None
         self.exposures = _LazyExposures(book, ix.accounts)
         self.fallback: Run | None = None
@@ -443,15 +269,54 @@ class _FastRun:
 
     # ---- exact figures ------------------------------------------------------------------------------
 
+    def _start_exact(self, pair_marks: list[Decimal | None], asset_usd: list[Decimal | None]) -> None:
+        """Exact per-account figures, filled in on demand, or taken from the last run over this index."""
+        count, ix = self.n_accounts, self.index
+        self.gross_x = np.full(count, None, dtype=object)
+        self.net_x = np.full(count, None, dtype=object)
+        self.equity_x = np.full(count, None, dtype=object)
+        self.exact_done = np.zeros(count, dtype=bool)
+        self.notional_x: Objects | None = None
+        memo = ExactMemo(pair_marks, asset_usd, self.gross_x, self.net_x, self.equity_x, self.exact_done)
+        if ix.memo is not None:
+            self._reuse(ix.memo, memo)
+        ix.memo = self.memo = memo
+
+    def _reuse(self, last: ExactMemo, memo: ExactMemo) -> None:
+        """Take the last run's exact figures of every account none of whose prices changed since.
+
+        Exact figures are products and left folds of the account's rows (unchanged: same index) and the
+        prices of its pairs and assets; where those are the same Decimals (same value and exponent), the
+        reference would compute the very same results, so they are reused rather than recomputed."""
+        ix = self.index
+        moved_pairs = _moved_prices(last.pair_mark, memo.pair_mark)
+        moved_assets = _moved_prices(last.asset_usd, memo.asset_usd)
+        moved_rows = np.isin(ix.p_pair, moved_pairs) | np.isin(ix.p_quote, moved_assets)
+        stale = np.zeros(self.n_accounts, dtype=bool)
+        stale[ix.p_acct[moved_rows]] = True
+        stale[ix.b_acct[np.isin(ix.b_asset, moved_assets)]] = True
+        keep = last.done & ~stale
+        for mine, theirs in ((self.gross_x, last.gross), (self.net_x, last.net), (self.equity_x, last.equity)):
+            mine[keep] = theirs[keep]
+        self.exact_done[keep] = True
+        if last.notional is not None:
+            notional = last.notional if not moved_rows.any() else last.notional.copy()
+            self._notionals_into(notional, np.nonzero(moved_rows)[0])
+            self.notional_x = memo.notional = notional
+
+    def _notionals_into(self, out: Objects, rows: Ints) -> None:
+        ix = self.index
+        out[rows] = ZERO
+        rows = rows[self.priced[rows]]
+        marks = np.where(ix.p_own[rows], self.asset_usd[ix.p_quote[rows]], self.pair_mark[ix.p_pair[rows]])
+        out[rows] = ix.p_a[rows] * marks
+
     def notionals(self) -> Objects:
         """Every priced position's exact USD notional (ZERO where unpriced), as the reference computes it."""
         if self.notional_x is None:
-            ix = self.index
-            marks = np.where(ix.p_own, self.asset_usd[ix.p_quote], self.pair_mark[ix.p_pair])
-            out = np.full(len(ix.positions), ZERO, dtype=object)
-            priced = self.priced
-            out[priced] = ix.p_a[priced] * marks[priced]
-            self.notional_x = out
+            out = np.full(self.index.n_positions, ZERO, dtype=object)
+            self._notionals_into(out, np.arange(self.index.n_positions))
+            self.notional_x = self.memo.notional = out
         return self.notional_x
 
     def ensure_exact(self, accounts: Ints) -> None:
@@ -465,7 +330,7 @@ class _FastRun:
         k = len(todo)
         pos = np.nonzero(selected[ix.p_acct])[0]
         seg = np.searchsorted(todo, ix.p_acct[pos])
-        if self.notional_x is not None or 4 * len(pos) > len(ix.positions):
+        if self.notional_x is not None or 4 * len(pos) > ix.n_positions:
             notional = self.notionals()[pos]
         else:
             notional = np.full(len(pos), ZERO, dtype=object)
@@ -479,9 +344,9 @@ class _FastRun:
         kinds = ix.p_kind[pos]
         priced = self.priced[pos]
         terms = np.full(len(pos), ZERO, dtype=object)
-        option = priced & (kinds == _OPTION)
+        option = priced & (kinds == OPTION)
         terms[option] = notional[option]
-        derivative = priced & (kinds == _DERIVATIVE)
+        derivative = priced & (kinds == DERIVATIVE)
         d = pos[derivative]
         terms[derivative] = notional[derivative] - ix.p_cost[d] * self.asset_usd[ix.p_quote[d]]
         bal_rows = np.nonzero(selected[ix.b_acct])[0]
@@ -489,7 +354,7 @@ class _FastRun:
         ok = self.asset_ok[ix.b_asset[bal_rows]]
         b = bal_rows[ok]
         bal_terms[ok] = ix.b_total[b] * self.asset_usd[ix.b_asset[b]]
-        n_pos = len(ix.positions)
+        n_pos = ix.n_positions
         combined = np.full(n_pos + len(ix.b_acct), ZERO, dtype=object)
         combined[pos] = terms
         combined[n_pos + bal_rows] = bal_terms
@@ -520,6 +385,10 @@ class _FastRun:
         return np.array([self.index.rank[key]], dtype=np.intp)
 
     def exact_equity(self, key: str) -> Decimal:
+        i = self.index.rank.get(key)
+        if i is not None and self.exact_done[i]:  # the common case: confirmed in a batch already
+            value: Decimal = self.equity_x[i]
+            return value
         members = self.scope_members(key)
         if key in self.index.rank:
             return self.exact_account(int(members[0]))[2]
@@ -543,18 +412,30 @@ class _FastRun:
         margin = self.rho * self.equity_abs
         lo, hi = self.equity_f - margin, self.equity_f + margin
         if old_marks:
-            # Accounts whose float bounds straddle their high-water mark need exact equity; confirm them in
-            # one batch (per-account confirmation allocates book-sized arrays each time: quadratic).
-            ambiguous = [
-                i
-                for i, account in enumerate(ix.accounts)
-                if self._straddles_hwm(old_marks.get(account), float(lo[i]), float(hi[i]))
-            ]
-            if ambiguous:
-                self.ensure_exact(np.array(ambiguous, dtype=np.intp))
-            for i, account in enumerate(ix.accounts):
-                old = old_marks.get(account)
-                state[i], hwm[i], dse[i] = self._mark_state(account, old, (lo[i], hi[i]), changed)
+            # `_mark_state`'s rules, vectorised: the float bounds decide "new high" unless they straddle the
+            # high-water mark; those accounts are confirmed exactly in one batch (per-account confirmation
+            # allocates book-sized arrays each time: quadratic), then compared exactly.
+            olds = [old_marks.get(account) for account in ix.accounts]
+            day = self.day
+            has = np.array([old is not None for old in olds], dtype=bool)
+            new_day = np.array([old is not None and day > old.trading_day for old in olds], dtype=bool)
+            hwm_x = objects_array([old.hwm if old is not None else ZERO for old in olds])
+            hwm = to_floats(hwm_x.tolist())
+            dse = to_floats([old.day_start_equity if old is not None else ZERO for old in olds])
+            same_day = has & ~new_day
+            slack = SLACK * np.abs(hwm)
+            below = hi <= hwm - slack
+            above = lo > hwm + slack
+            ambiguous = np.nonzero(same_day & ~below & ~above)[0]
+            higher = same_day & above
+            if len(ambiguous):
+                self.ensure_exact(ambiguous)
+                higher[ambiguous] = np.asarray(self.equity_x[ambiguous] > hwm_x[ambiguous], dtype=bool)
+            state[new_day] = _NEW_DAY
+            state[same_day] = _SAME_DAY
+            state[higher] = _NEW_HIGH
+            accounts = ix.accounts
+            changed.update((accounts[i], olds[i]) for i in np.nonzero(state != _SAME_DAY)[0].tolist())
         else:
             changed.update(dict.fromkeys(ix.accounts))
         self.mark_state, self.hwm_f, self.dse_f = state, hwm, dse
@@ -565,13 +446,6 @@ class _FastRun:
             old = old_marks.get(key)
             self.scope_state[key] = self._mark_state(key, old, (e - self.rho * a, e + self.rho * a), changed)
         return _Marks(self, old_marks, changed)
-
-    def _straddles_hwm(self, old: PnlMarks | None, lo: float, hi: float) -> bool:
-        """True when `_mark_state` can't decide "new high" from the float bounds (same rules, same order)."""
-        if old is None or self.day > old.trading_day:
-            return False
-        hwm = float(old.hwm)
-        return not (hi <= hwm - SLACK * abs(hwm)) and not (lo > hwm + SLACK * abs(hwm))
 
     def _mark_state(
         self, key: str, old: PnlMarks | None, bounds: tuple[float, float], changed: dict[str, PnlMarks | None]
@@ -652,6 +526,15 @@ class _FastRun:
         subject = self.index.subjects.get(key)
         if subject is None:
             subject = self.index.subjects[key] = Subject(account, account, asset=asset, venue=venue)
+        return subject
+
+    def instrument_subject(self, account: str, inst: int) -> Subject:
+        pair, kind = self.index.instrument(inst)
+        subject = self.index.instrument_subjects.get((account, pair, kind))
+        if subject is None:
+            subject = self.index.instrument_subjects[account, pair, kind] = Subject(
+                account, account, symbol=pair, kind=kind
+            )
         return subject
 
     def emit(self, limit: Limit, value: Decimal, subject: Subject, detail: str = "") -> None:
@@ -756,11 +639,11 @@ class _FastRun:
         member[members] = True
         wanted = member[ix.inst_acct]
         if limit.symbol is not None:
-            wanted &= ix.inst_pair_code == (ix.pairs.index(limit.symbol) if limit.symbol in ix.pairs else -1)
+            wanted &= ix.inst_pair_code == ix.pair_codes.get(limit.symbol, -1)
         if limit.kind is not None:
-            wanted &= ix.inst_kind_code == _KIND_CODES.get(limit.kind, -1)
+            wanted &= ix.inst_kind_code == KIND_CODES.get(limit.kind, -1)
         if limit.asset is not None:
-            wanted &= ix.inst_base_code == (ix.assets.index(limit.asset) if limit.asset in ix.assets else -1)
+            wanted &= ix.inst_base_code == ix.asset_codes.get(limit.asset, -1)
         n_inst = len(ix.inst_acct)
         priced = self.priced
         quantity = limit.type is LimitType.POSITION_QUANTITY
@@ -784,7 +667,7 @@ class _FastRun:
         seg = np.searchsorted(candidates, ix.p_inst[pos])
         values = ix.p_qty[pos] if quantity else self.notionals()[pos]
         sums = fold(values, seg, len(candidates)).tolist()
-        first = np.full(len(candidates), len(ix.positions), dtype=np.intp)
+        first = np.full(len(candidates), ix.n_positions, dtype=np.intp)
         np.minimum.at(first, seg, pos)  # the reference's dict order: first priced position
         ranks = {m: r for r, m in enumerate(members.tolist())}
         firsts = first.tolist()
@@ -803,8 +686,7 @@ class _FastRun:
                 value = -total_x if total_x < ZERO else ZERO
             if value >= clear_x:
                 account = ix.accounts[int(ix.inst_acct[inst])]
-                subject = Subject(account, account, symbol=ix.inst_pair[inst], kind=ix.inst_kind[inst])
-                self.emit(limit, value, subject)
+                self.emit(limit, value, self.instrument_subject(account, inst))
 
     def _scope_positions(self, limit: Limit) -> Ints:
         """Priced positions of the limit's aggregate scope, in the reference's leg order."""
@@ -828,10 +710,10 @@ class _FastRun:
                 units, units_f = units.copy(), units_f.copy()
                 hook = self.book.delta_hook
                 for i in ix.options.tolist():
-                    delta = hook(ix.positions[i])
+                    delta = hook(ix.position(self.book, i))
                     if delta is not None:
                         units[i] = units[i] * delta
-                        units_f[i] = _f(units[i])
+                        units_f[i] = to_float(units[i])
             self.effective_units = (units, units_f)
         return self.effective_units
 
@@ -842,15 +724,15 @@ class _FastRun:
             return
         units, units_f = self.units_with_delta()
         bases = ix.p_base[pos]
-        n_assets = len(ix.assets)
+        n_assets = len(ix.asset_codes)
         total = _sums(bases, units_f[pos], n_assets)
         bound = self.rho * _sums(bases, np.abs(units_f[pos]), n_assets)
         clear = float(limit.clear_at) * (1 - 4 * SLACK)
         maybe = np.abs(total) + bound >= clear
         if limit.asset is not None:
             only = np.zeros(n_assets, dtype=bool)
-            if limit.asset in ix.assets:
-                only[ix.assets.index(limit.asset)] = True
+            if limit.asset in ix.asset_codes:
+                only[ix.asset_codes[limit.asset]] = True
             maybe &= only
         candidates = np.nonzero(maybe)[0]
         if len(candidates) == 0:
@@ -861,12 +743,13 @@ class _FastRun:
         seg = np.searchsorted(candidates, chosen_bases[order])
         sums = fold(units[chosen[order]], seg, len(candidates)).tolist()
         first: dict[int, int] = {}
+        assets = ix.assets
         for b in chosen_bases.tolist():
             first.setdefault(b, len(first))
         for c in sorted(range(len(candidates)), key=lambda c: first[int(candidates[c])]):
             value = abs(sums[c])
             if value >= limit.clear_at:
-                subject = Subject(limit.scope_key, None, asset=ix.assets[int(candidates[c])], venue=limit.venue)
+                subject = Subject(limit.scope_key, None, asset=assets[int(candidates[c])], venue=limit.venue)
                 self.emit(limit, value, subject)
 
     def aggregate_concentration(self, limit: Limit) -> None:
@@ -875,7 +758,7 @@ class _FastRun:
         dimension = limit.dimension or Dimension.ASSET
         if dimension == Dimension.ASSET:
             pos = self._scope_positions(limit)
-            by_key = _sums(ix.p_base[pos], self.abs_n[pos], len(ix.assets))
+            by_key = _sums(ix.p_base[pos], self.abs_n[pos], len(ix.asset_codes))
         else:
             members = self.members(limit)
             names = ix.venues if dimension == Dimension.VENUE else ix.custodians
@@ -894,23 +777,29 @@ class _FastRun:
         """reference.Run.reconciliation with the (price-independent) mismatches kept on the book index."""
         ix = self.index
         key = (limit.asset, limit.venue, limit.scope, limit.scope_ref, limit.abs_tolerance, limit.rel_tolerance)
-        found = ix.reconciled.get(key)
-        if found is None:
-            found = []
-            book = self.book
-            asset = limit.asset
-            for i in self.members(limit).tolist():
-                account = ix.accounts[i]
-                if book.accounts[account].custodian is None:
-                    continue
+        known = ix.reconciled.get(key)
+        if known is None:
+            known = ix.reconciled[key] = Reconciled(np.zeros(self.n_accounts, dtype=bool), {})
+        members = self.members(limit)
+        book = self.book
+        asset = limit.asset
+        for i in members[~known.done[members]].tolist():
+            account = ix.accounts[i]
+            if book.accounts[account].custodian is not None:
                 balances = [b for b in book.balances.get(account, ()) if asset is None or b.asset == asset]
                 custody = [c for c in book.custody.get(account, ()) if asset is None or c.asset == asset]
                 mismatches = reconcile(
                     balances, custody, abs_tolerance=limit.abs_tolerance, rel_tolerance=limit.rel_tolerance
                 )
                 if mismatches:
-                    found.append((i, mismatches))
-            ix.reconciled[key] = found
+                    known.mismatches[i] = mismatches
+            known.done[i] = True
+        # accounts with mismatches, in member order
+        ranks = np.full(self.n_accounts, -1, dtype=np.intp)
+        ranks[members] = np.arange(len(members))
+        hits = np.array(list(known.mismatches), dtype=np.intp)
+        hits = hits[ranks[hits] >= 0]
+        found = [(i, known.mismatches[i]) for i in hits[np.argsort(ranks[hits], kind="stable")].tolist()]
         usd = self.book.prices.usd
         clear = limit.clear_at
         for i, mismatches in found:
@@ -921,7 +810,7 @@ class _FastRun:
                 value = abs(m.difference) * price if price is not None else INFINITY
                 if value >= clear:
                     detail = f"exchange={m.exchange_total};custody={m.custody_total}"
-                    self.emit(limit, value, Subject(account, account, asset=m.asset), detail)
+                    self.emit(limit, value, self.subject(account, m.asset, None), detail)
 
     def unsettled(self, limit: Limit) -> None:
         """reference.Run's unsettled exposure without building the aggregate just to list its accounts."""

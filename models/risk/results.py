@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import (
     ROUND_HALF_EVEN,
@@ -33,16 +33,17 @@ class Subject:
     asset: str | None = None
     venue: str | None = None
     kind: str | None = None
+    # Built once: a pass reads every check's fingerprint several times (alert diff, absent-check resolution).
+    key: str = field(init=False, compare=False, repr=False)
 
-    @property
-    def key(self) -> str:
-        """Stable text form, e.g. "scope=binance:a1;account=binance:a1;symbol=BTC-USDT;kind=spot"."""
+    def __post_init__(self) -> None:
+        """`key`: stable text form, e.g. "scope=binance:a1;account=binance:a1;symbol=BTC-USDT;kind=spot"."""
         parts = [f"scope={self.scope_key}"]
         for name in ("account", "symbol", "asset", "venue", "kind"):
             value = getattr(self, name)
             if value is not None:
                 parts.append(f"{name}={value}")
-        return ";".join(parts)
+        object.__setattr__(self, "key", ";".join(parts))
 
 
 @dataclass(frozen=True, slots=True)

@@ -699,7 +699,10 @@ class ComplianceStatus(_message.Message):
 
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp:
-        """when it was last confirmed by an evaluation"""
+        """When the row was last written. Statuses are stored only when they change (rewriting every account
+        each second would be a 10k-row update per pass), so this is the time of the last change, as
+        changed_at; every evaluation confirms the status without rewriting it.
+        """
 
     def __init__(
         self,
