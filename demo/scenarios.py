@@ -298,6 +298,9 @@ _before_crash: dict[str, Decimal] = {}
 
 
 def _crash(ctx: Context) -> None:
+    # No background fills while prices are 40 % off: a fill at a crashed price is a real loss once prices come
+    # back, which would carry the crash into the next scenario's daily-loss and drawdown figures.
+    ctx.control.post("trading", state="paused")
     prices = ctx.control.state()["prices"]
     for symbol in CRASH_SYMBOLS:
         _before_crash[symbol] = Decimal(prices[symbol])
@@ -308,6 +311,7 @@ def _recover_crash(ctx: Context) -> None:
     for symbol, price in list(_before_crash.items()):
         ctx.control.post("price", symbol=symbol, price=price)
     _before_crash.clear()
+    ctx.control.post("trading", state="on")
 
 
 DEPEG_PRICE = Decimal("0.985")

@@ -186,10 +186,17 @@ class RunningSandbox:
             "down": lambda: self.take_down(p["venue"]),
             "up": lambda: self.bring_up(p["venue"]),
             "stream": lambda: self._stream_control(p["action"]),
+            "trading": lambda: self._trading_control(p["state"]),
         }
         if action not in actions:
             raise NotFound(f"no POST /control/{action}")
         return actions[action]()
+
+    def _trading_control(self, state: str) -> None:
+        if state not in ("paused", "on"):
+            raise ValueError("trading state must be 'paused' or 'on'")
+        with self.world.lock:
+            self.world.trading = state == "on"
 
     def _stream_control(self, action: str) -> None:
         if action == "pause":

@@ -88,6 +88,7 @@ class SandboxWorld:
         self.clock = clock or (lambda: datetime.now(UTC))
         self.lock = threading.RLock()
         self.steps = 0
+        self.trading = True  # background trades on each step; prices walk either way
         self._rng = random.Random(config.seed)  # noqa: S311 (a simulation, not security)
         now = self.clock()
         self.quotes = {
@@ -298,7 +299,7 @@ class SandboxWorld:
                 tradable = [s for s in self.quotes if not s.startswith(QUOTE_ASSET)]
                 for exchange, accounts in self.exchanges.items():
                     for account_id in accounts:
-                        if tradable and self._rng.random() < self.config.trade_probability:
+                        if self.trading and tradable and self._rng.random() < self.config.trade_probability:
                             symbol = self._rng.choice(tradable)
                             notional = Decimal(self._rng.randint(1_000, 50_000))
                             qty = (notional / self.quote(symbol).price).quantize(_QTY_PLACES)

@@ -29,6 +29,19 @@ def test_the_same_seed_gives_the_same_prices_and_trades() -> None:
     assert any(p for p in snapshot(first)[1].values())  # the trading flow opened positions
 
 
+def test_paused_trading_walks_prices_but_makes_no_trades() -> None:
+    world = SandboxWorld(SandboxConfig(seed=3))
+    world.trading = False
+    prices_before, positions_before = snapshot(world)
+    world.step(50)
+    prices_after, positions_after = snapshot(world)
+    assert positions_after == positions_before
+    assert prices_after != prices_before
+    world.trading = True
+    world.step(50)
+    assert snapshot(world)[1] != positions_before
+
+
 def test_a_shock_moves_one_or_every_symbol() -> None:
     world = SandboxWorld(SandboxConfig())
     world.shock(-20, "BTC-USDT")
