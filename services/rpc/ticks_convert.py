@@ -126,28 +126,36 @@ def _price_symbol(text: str) -> str:
 def ticks_from_pb(ticks: Sequence[pb.Tick], now: datetime) -> tuple[list[tuple[int, LiveTick]], list[pb.TickError]]:
     """Valid ticks with their batch index, and an error per invalid one (the rest of the batch applies).
 
-    Price ticks (most of a stream) take a short path: cached symbol and price parsing, and only the newest
-    price per (source, symbol) of each run of consecutive price ticks becomes a value, in the order of first
-    appearance: exactly what `LiveRisk.apply` keeps of such a run anyway. Every tick is still validated.
+    Price ticks (most of a stream) take a short path, inlined because it runs for every tick: cached symbol
+    and price checks, and only the newest price per (source, symbol) of each run of consecutive price ticks
+    becomes a value, in the order of first appearance: exactly what `LiveRisk.apply` keeps of such a run
+    anyway. Every tick is still validated, symbol first, as `_tick` does.
     """
     out: list[tuple[int, LiveTick]] = []
     errors: list[pb.TickError] = []
     run: dict[tuple[str, str], tuple[int, str, Decimal, datetime]] = {}
+    prices, symbols = _PRICES, _SYMBOLS
     for index, tick in enumerate(ticks):
         try:
             if tick.HasField("price"):
                 p = tick.price
+                name = p.symbol
+                if name not in symbols:
+                    _price_symbol(name)
+                text = p.price
+                value = prices.get(text)
+                if value is None:
+                    value = _price_value(text)
                 at = p.observed_at.ToDatetime(tzinfo=UTC) if p.HasField("observed_at") else now
-                source = p.source or "ticks"
-                run[(source, p.symbol)] = (index, _price_symbol(p.symbol), _price_value(p.price), at)
+                run[(p.source or "ticks", name)] = (index, name, value, at)
                 continue
-            value = _tick(tick, now)
+            parsed = _tick(tick, now)
         except InvalidArgumentError as exc:
             message = str(exc)
             errors.append(pb.TickError(index=index, field=message.split(" ", 1)[0], reason=message))
             continue
         _flush(run, out)
-        out.append((index, value))
+        out.append((index, parsed))
     _flush(run, out)
     return out, errors
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from riskmonitor.v1 import risk_monitor_pb2 as pb
 
 from models.risk import (
     Check,
@@ -31,7 +32,9 @@ from models.risk import (
 )
 from models.risk.price_update import PricePlan
 from models.risk.reference import evaluate, evaluate_accounts
+from services.errors import InvalidArgumentError
 from services.live_risk import Fill, LiveRisk, LiveTick, Order, apply_fill, apply_prices, level_changes
+from services.rpc import ticks_convert as tc
 from tests.factories import NOW, account, balance, limit, position, price
 
 ACCOUNTS = [f"v{i % 2}:a{i}" for i in range(4)]
@@ -268,3 +271,46 @@ def test_a_batch_far_from_every_threshold_confirms_no_account_exactly() -> None:
     outcome = live.apply([(0, PriceTick(price("BTC-USDT", "151", at=NOW)))], NOW)  # 151 > warn: all four
     assert [(c.level, str(c.value)) for c in outcome.changes] == [(Level.WARN, "151")] * 4
     assert live.confirmed == 4
+
+
+_PB_TICKS = st.one_of(
+    st.builds(
+        lambda s, px, src: pb.Tick(price=pb.PriceUpdate(symbol=s, price=px, source=src)),
+        st.sampled_from(["BTC-USDT", "BTCUSDT", "ETH-USDT", "USDT-USD", "??"]),
+        st.sampled_from(["90", "100", "100.0", "110", "-1", "x"]),
+        st.sampled_from(["", "md", "other"]),
+    ),
+    st.builds(
+        lambda a, q: pb.Tick(
+            fill=pb.Fill(account=a, symbol="BTC-USDT", side=pb.ORDER_SIDE_BUY, quantity=q, price="100")
+        ),
+        st.sampled_from([ACCOUNTS[0], "nobody"]),
+        st.sampled_from(["1", "0"]),
+    ),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_PB_TICKS, max_size=14))
+def test_a_converted_batch_applies_exactly_like_every_tick_one_by_one(ticks: list[pb.Tick]) -> None:
+    """The conversion keeps only the newest price per (source, symbol) of a run: the same state and changes
+    as converting every tick, and the same errors."""
+    book = build_book(
+        accounts=[account(ACCOUNTS[0])],
+        positions=[position("1", None, account=ACCOUNTS[0])],
+        balances=[balance("USDT", "1000", account=ACCOUNTS[0])],
+        prices=[price(s, px) for s, px in START.items()],
+    )
+    gross = limit("gross", LimitType.GROSS_NOTIONAL, per_account=True, warn="95", critical="105")
+    every, every_errors = [], []
+    for index, tick in enumerate(ticks):
+        try:
+            every.append((index, tc._tick(tick, NOW)))
+        except InvalidArgumentError as exc:
+            every_errors.append((index, str(exc)))
+    reduced, errors = tc.ticks_from_pb(ticks, NOW)
+    assert [(e.index, e.reason) for e in errors] == every_errors
+    one, other = LiveRisk(book, [gross], NOW), LiveRisk(book, [gross], NOW)
+    assert [_key(c) for c in one.apply(reduced, NOW).changes] == [_key(c) for c in other.apply(every, NOW).changes]
+    assert one.book.prices == other.book.prices
+    assert one.book.positions == other.book.positions
