@@ -82,6 +82,19 @@ def _f(value: Decimal) -> float:
     return out
 
 
+def _floats(values: Sequence[Decimal | None]) -> Floats:
+    """`_f` of many values at once (None: NaN, unpriced); NotScreenable as `_f` would raise it."""
+    out = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+    magnitude = np.abs(out[~np.isnan(out)])
+    if not (magnitude < _HUGE).all() or ((magnitude > 0) & (magnitude <= _TINY)).any():
+        raise NotScreenable("a price beyond the float screen's range")
+    for i in np.flatnonzero((out == 0.0) | np.isnan(out)):
+        value = values[int(i)]
+        if value is not None and (value.is_nan() or value):  # a NaN price, or underflow to zero
+            raise NotScreenable(str(value))
+    return out
+
+
 def screened(limit: Limit) -> bool:
     """Per-account limits of the types the float screen covers; everything else runs the reference."""
     if not (limit.per_account or limit.scope is Scope.ACCOUNT):
@@ -547,16 +560,19 @@ class TickState:
         ix = self._index
         assert ix is not None
         table = self.book.prices
-        for pair in pairs:
-            j = ix.pair_of.get(pair)
-            if j is not None:
-                mark = table.mark_usd.get(pair)
-                self._mark_f[j] = np.nan if mark is None else _f(mark)
-        for asset in assets:
-            j = ix.asset_of.get(asset)
-            if j is not None:
-                usd = table.usd.get(asset)
-                self._usd_f[j] = np.nan if usd is None else _f(usd)
+        for keys, of, source, into in (
+            (pairs, ix.pair_of, table.mark_usd, self._mark_f),
+            (assets, ix.asset_of, table.usd, self._usd_f),
+        ):
+            rows: list[int] = []
+            values: list[Decimal | None] = []
+            for key in keys:
+                j = of.get(key)
+                if j is not None:
+                    rows.append(j)
+                    values.append(source.get(key))
+            if rows:
+                into[rows] = _floats(values)
 
     def _store_marks(self, account: str) -> None:
         ix = self._index
@@ -682,18 +698,21 @@ class TickState:
         if self._rows_of is not book.accounts_by_pair or self._rows_of_asset is not book.accounts_by_asset:
             self._rows_of, self._rows_of_asset = book.accounts_by_pair, book.accounts_by_asset
             self._pair_rows, self._asset_rows = {}, {}
+        found: list[Ints] = []
+        for keys, index, cache in (
+            (pairs, book.accounts_by_pair, self._pair_rows),
+            (assets, book.accounts_by_asset, self._asset_rows),
+        ):
+            for key in keys:
+                rows = cache.get(key)
+                if rows is None:
+                    rows = cache[key] = np.array(
+                        sorted(ix.rank[a] for a in index.get(key, ()) if a in ix.rank), dtype=np.intp
+                    )
+                found.append(rows)
+        found.append(np.array([ix.rank[a] for a in repositioned if a in ix.rank], dtype=np.intp))
         mask = np.zeros(len(ix.accounts), dtype=bool)
-        for key, index, cache in [
-            *((p, book.accounts_by_pair, self._pair_rows) for p in pairs),
-            *((a, book.accounts_by_asset, self._asset_rows) for a in assets),
-        ]:
-            rows = cache.get(key)
-            if rows is None:
-                rows = cache[key] = np.array(
-                    sorted(ix.rank[a] for a in index.get(key, ()) if a in ix.rank), dtype=np.intp
-                )
-            mask[rows] = True
-        mask[[ix.rank[a] for a in repositioned if a in ix.rank]] = True
+        mask[np.concatenate(found)] = True
         return mask
 
     def _commit(self, limits: list[Limit], found: tuple[list[LevelChange], list[LevelChange]]) -> list[LevelChange]:

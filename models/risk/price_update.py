@@ -95,10 +95,11 @@ class PricePlan:
             if quote in usd:
                 value = pair_prices[key] * usd[quote]
                 old_mark = mark_usd.get(key)
-                if old_mark is None or value != old_mark or str(value) != str(old_mark):
+                if old_mark is None or value != old_mark:
                     mark_usd[key] = value
-                    if old_mark is None or value != old_mark:
-                        moved_pairs.add(key)
+                    moved_pairs.add(key)
+                elif str(value) != str(old_mark):  # the same number with another exponent: keep the new one
+                    mark_usd[key] = value
         new = PriceTable(pair_prices=pair_prices, usd=usd, latest=latest, mark_usd=mark_usd)
         return self, PriceMoves(new, frozenset(ticked), frozenset(moved_pairs), frozenset(moved_assets), rebuilt=False)
 
@@ -117,16 +118,21 @@ class PricePlan:
                 pending.setdefault(self.rounds[base], set()).add(base)
         while pending:
             for base in pending.pop(min(pending)):
-                quote, key = max(self.candidates[base], key=lambda qk: (qk[0] == USD, latest[qk[1]].observed_at, qk[0]))
+                candidates = self.candidates[base]
+                if len(candidates) == 1:  # the common case: one way to price the base
+                    quote, key = candidates[0]
+                else:
+                    quote, key = max(candidates, key=lambda qk: (qk[0] == USD, latest[qk[1]].observed_at, qk[0]))
                 value = latest[key].price * usd[quote]
                 old = usd[base]
-                if value != old or str(value) != str(old):  # Decimal equality ignores the exponent: keep it too
-                    usd[base] = value
-                    respelled.add(base)
-                    if value != old:
-                        moved.add(base)
-                    for dependent in self.by_quote.get(base, ()):
-                        pending.setdefault(self.rounds[dependent], set()).add(dependent)
+                if value != old:
+                    moved.add(base)
+                elif str(value) == str(old):  # Decimal equality ignores the exponent: a new one is kept too
+                    continue
+                usd[base] = value
+                respelled.add(base)
+                for dependent in self.by_quote.get(base, ()):
+                    pending.setdefault(self.rounds[dependent], set()).add(dependent)
         return usd, moved, respelled
 
     @staticmethod

@@ -314,3 +314,21 @@ def test_a_converted_batch_applies_exactly_like_every_tick_one_by_one(ticks: lis
     assert [_key(c) for c in one.apply(reduced, NOW).changes] == [_key(c) for c in other.apply(every, NOW).changes]
     assert one.book.prices == other.book.prices
     assert one.book.positions == other.book.positions
+
+
+def test_a_book_beyond_the_float_screen_is_evaluated_exactly_all_the_same() -> None:
+    """A value no float can bound (here 1e200 units) sends every batch down the specification directly."""
+    book = build_book(
+        accounts=[account(a) for a in ACCOUNTS],
+        positions=[position("1e200" if a == ACCOUNTS[0] else "1", None, account=a) for a in ACCOUNTS],
+        balances=[balance("USDT", "1000", account=a) for a in ACCOUNTS],
+        prices=[price(s, px) for s, px in START.items()],
+    )
+    gross = limit("gross", LimitType.GROSS_NOTIONAL, per_account=True, warn="150", critical="200")
+    live, oracle = LiveRisk(book, [gross], NOW), Oracle.of(book, [gross])
+    assert live._state._index is None
+    for n, px in enumerate(["160", "210", "90", "1e-190"], 1):
+        ticks: list[LiveTick] = [PriceTick(price("BTC-USDT", px, at=NOW + timedelta(seconds=n)))]
+        outcome = live.apply(list(enumerate(ticks)), NOW)
+        assert [_key(ch) for ch in outcome.changes] == oracle.apply(ticks, NOW)
+    assert live.confirmed == len(ACCOUNTS)
