@@ -1,13 +1,15 @@
 """The in-memory risk state behind StreamTicks, CheckOrder and GetRiskSummary.
 
 Seeded from the latest snapshots (a ``RiskBook``) and the current limits, updated by ticks. Each batch
-re-evaluates only the accounts its ticks affect (``evaluate_accounts``) and reports level changes
-against the previous in-memory levels. Changes go to a ``ChangeSink`` (the background alert writer):
-the stream never waits on the database.
+updates the price table incrementally and hands the new book to ``models.risk.incremental.TickState``,
+which screens every affected subject in floats and evaluates exactly only those whose level may have
+changed: the level changes are exactly those of ``evaluate_accounts`` on the affected accounts (see
+docs/risk-model.md, "Incremental (tick) path"). Changes go to a ``ChangeSink`` (the background alert
+writer): the stream never waits on the database.
 
-One lock serialises batches: a batch is a few milliseconds of pure computation, and a single writer
-keeps "previous level" well defined. CheckOrder and GetRiskSummary read an immutable snapshot
-(book, evaluation) without the lock.
+One lock serialises batches, CheckOrder and GetRiskSummary: a batch is typically well under a
+millisecond of pure computation, a read revalues one account, and a single writer keeps "previous
+level" well defined.
 """
 
 from __future__ import annotations
@@ -23,21 +25,24 @@ from models.risk import (
     RISK_CONTEXT,
     Check,
     Evaluation,
+    Exposure,
     InstrumentKind,
     Level,
     Limit,
+    PnlMarks,
     Position,
     PositionTick,
     Price,
+    PriceTable,
     PriceTick,
     RiskBook,
-    affected_accounts,
     apply_tick,
     canonical_symbol,
     evaluate,
-    evaluate_accounts,
     price_table,
 )
+from models.risk.incremental import LevelChange, TickState
+from models.risk.price_update import PricePlan
 from services.errors import InvalidArgumentError, NotFoundError
 
 ZERO = Decimal(0)
@@ -59,14 +64,6 @@ LiveTick = PriceTick | PositionTick | Fill
 
 
 @dataclass(frozen=True)
-class LevelChange:
-    check: Check  # the check after the batch; for a clear, the last check seen before it
-    previous: Level
-    level: Level
-    value: Decimal | None  # None: cleared by absence (below the clear threshold, so no check was emitted)
-
-
-@dataclass(frozen=True)
 class Rejected:
     index: int
     field: str
@@ -77,8 +74,9 @@ class Rejected:
 class BatchOutcome:
     changes: tuple[LevelChange, ...]
     rejected: tuple[Rejected, ...]
-    accounts_evaluated: int
-    evaluation: Evaluation
+    accounts_evaluated: int  # accounts the batch covered (affected by its ticks)
+    at: datetime  # when the batch was evaluated
+    data_at: datetime  # time of the data that showed the changes: the batch's newest tick, or the snapshots
 
 
 @dataclass(frozen=True)
@@ -100,7 +98,9 @@ class OrderCheck:
 class AccountRisk:
     account: str
     book: RiskBook
-    evaluation: Evaluation
+    at: datetime  # the state's evaluation time
+    exposure: Exposure
+    marks: PnlMarks | None
     checks: tuple[Check, ...]  # include_ok checks of the account's scope
 
 
@@ -144,7 +144,7 @@ def apply_fill(book: RiskBook, fill: Fill) -> PositionTick:
     return PositionTick(position)
 
 
-def level_changes(previous: dict[str, tuple[Level, Check]], evaluation: Evaluation) -> list[LevelChange]:
+def level_changes(previous: Mapping[str, tuple[Level, Check]], evaluation: Evaluation) -> list[LevelChange]:
     """Level changes of the covered checks, following the alert state machine's hysteresis: a value at
     level ok but still at or above clear keeps its level; absent checks (below clear) clear."""
     changes: list[LevelChange] = []
@@ -180,11 +180,11 @@ class LiveRisk:
         # A callable follows hot-reloaded limits: each batch evaluates with the limits current then.
         fixed = () if callable(limits) else tuple(limits)
         self._limits_source: Callable[[], Sequence[Limit]] = limits if callable(limits) else (lambda: fixed)
-        self._book = book
-        self._evaluation = evaluate(book, self._limits, now)
-        self._levels: dict[str, tuple[Level, Check]] = {
-            c.fingerprint: (c.level, c) for c in self._evaluation.checks if c.level is not Level.OK
-        }
+        limits_now = list(self._limits)
+        evaluation = evaluate(book, limits_now, now)
+        levels = {c.fingerprint: (c.level, c) for c in evaluation.checks if c.level is not Level.OK}
+        self._state = TickState.seed(book, limits_now, evaluation, levels)
+        self._plan = PricePlan.of(book.prices)
 
     @property
     def _limits(self) -> Sequence[Limit]:
@@ -192,18 +192,32 @@ class LiveRisk:
 
     @property
     def book(self) -> RiskBook:
-        return self._book
+        return self._state.book
+
+    @property
+    def confirmed(self) -> int:
+        """Accounts the last batch had to evaluate exactly (the rest were settled by the float screen)."""
+        return self._state.confirmed
 
     def apply(self, ticks: Sequence[tuple[int, LiveTick]], now: datetime) -> BatchOutcome:
         """Apply a batch of (index, tick) in order, evaluate the affected accounts once, report changes."""
         rejected: list[Rejected] = []
         with self._lock:
-            book = self._book
-            affected: set[str] = set()
+            state = self._state
+            book = state.book
+            ticked: set[str] = set()
+            repositioned: set[str] = set()
+            moved_pairs: set[str] = set()
+            moved_assets: set[str] = set()
+            data_at: datetime | None = None
             for run in _runs(ticks):
-                if isinstance(run, list):  # consecutive price ticks: one new price table for all of them
-                    book, moved = apply_prices(book, run)
-                    affected |= moved
+                if isinstance(run, list):  # consecutive price ticks: one price-table update for all of them
+                    self._plan, moves = self._plan.update(book.prices, run)
+                    book = _with_prices(book, run, moves.table)
+                    ticked |= moves.ticked
+                    moved_pairs |= moves.pairs
+                    moved_assets |= moves.assets
+                    data_at = _newest(data_at, max(p.observed_at for p in run))
                     continue
                 index, tick = run
                 account = tick.account if isinstance(tick, Fill) else tick.position.account
@@ -211,10 +225,21 @@ class LiveRisk:
                     rejected.append(Rejected(index, "account", f"unknown account {account!r}"))
                     continue
                 resolved = apply_fill(book, tick) if isinstance(tick, Fill) else tick
-                affected |= affected_accounts(book, resolved)
+                repositioned.add(account)  # what `affected_accounts` says of a position tick
                 book = apply_tick(book, resolved)
-            evaluation = evaluate_accounts(book, self._limits, affected, now, previous=self._evaluation)
-            return self._commit(book, evaluation, tuple(rejected), len(affected), now)
+                data_at = _newest(data_at, resolved.position.observed_at)
+            changes, affected = state.advance(
+                book,
+                self._limits,
+                now,
+                ticked_pairs=ticked,
+                moved_pairs=moved_pairs,
+                moved_assets=moved_assets,
+                repositioned=repositioned,
+            )
+            # The data that showed a change is the batch's newest tick (never later than now: clock skew).
+            data_at = now if data_at is None else min(data_at, now)
+            return self._publish(BatchOutcome(tuple(changes), tuple(rejected), affected, now, data_at))
 
     def resync(
         self, book: RiskBook, now: datetime, positions_as_of: Mapping[str, datetime] | None = None
@@ -223,71 +248,76 @@ class LiveRisk:
         for what they have reported. A position ticked after the account's latest positions snapshot
         (``positions_as_of``) is one the venue has not reported yet: it is kept, or a fill streamed a moment
         before the venue poll would be undone and its alert resolved and re-opened. Prices keep the newest
-        observation of either side. One full evaluation; level changes go to the sink like a batch's."""
+        observation of either side. One full evaluation; level changes go to the sink like a batch's.
+        Their data time is the newest data in the adopted book (snapshots and prices), not the resync clock."""
         with self._lock:
+            current = self._state.book
             if positions_as_of is not None:
-                for account, rows in self._book.positions.items():
+                for account, rows in current.positions.items():
                     as_of = positions_as_of.get(account)
                     for position in rows:
                         if as_of is None or position.observed_at > as_of:
                             book = apply_tick(book, PositionTick(position))
-            merged = price_table([*book.prices.latest.values(), *self._book.prices.latest.values()])
+            merged = price_table([*book.prices.latest.values(), *current.prices.latest.values()])
             fresh = dict(book.freshness)
-            for key, at in self._book.freshness.items():
+            for key, at in current.freshness.items():
                 if key not in fresh or at > fresh[key]:
                     fresh[key] = at
             book = replace(book, prices=merged, freshness=fresh)
-            return self._commit(book, evaluate(book, self._limits, now), (), len(book.accounts), now)
+            limits = list(self._limits)
+            evaluation = evaluate(book, limits, now)
+            changes = level_changes(self._state.levels, evaluation)
+            levels = dict(self._state.levels)
+            for change in changes:
+                fp = change.check.fingerprint
+                if change.level is Level.OK:
+                    levels.pop(fp, None)
+                else:
+                    levels[fp] = (change.level, change.check)
+            self._state = TickState.seed(book, limits, evaluation, levels)
+            self._plan = PricePlan.of(book.prices)
+            data_at = min(max(fresh.values(), default=now), now)
+            return self._publish(BatchOutcome(tuple(changes), (), len(book.accounts), now, data_at))
 
-    def _commit(
-        self, book: RiskBook, evaluation: Evaluation, rejected: tuple[Rejected, ...], evaluated: int, now: datetime
-    ) -> BatchOutcome:
-        """Under the lock: adopt the new state, update the levels, hand the changes to the sink."""
-        changes = level_changes(self._levels, evaluation)
-        for change in changes:
-            fp = change.check.fingerprint
-            if change.level is Level.OK:
-                self._levels.pop(fp, None)
-            else:
-                self._levels[fp] = (change.level, change.check)
-        self._book, self._evaluation = book, evaluation
-        outcome = BatchOutcome(tuple(changes), rejected, evaluated, evaluation)
-        if changes and self._sink is not None:
-            self._sink.submit(outcome, now)  # inside the lock: the writer sees outcomes in order
+    def _publish(self, outcome: BatchOutcome) -> BatchOutcome:
+        """Under the lock: hand the changes to the sink, so the writer sees outcomes in order."""
+        if outcome.changes and self._sink is not None:
+            self._sink.submit(outcome, outcome.at)
         return outcome
 
     def summary(self, account: str) -> AccountRisk:
-        book, evaluation = self._book, self._evaluation
-        if account not in book.accounts:
-            raise NotFoundError(f"account {account!r} is not in the risk state")
-        checks = evaluate_accounts(
-            book, self._limits, {account}, evaluation.at, previous=evaluation, include_ok=True
-        ).checks
-        mine = tuple(c for c in checks if account in (c.subject.account, c.subject.scope_key))
-        return AccountRisk(account, book, evaluation, mine)
+        with self._lock:
+            state = self._state
+            if account not in state.book.accounts:
+                raise NotFoundError(f"account {account!r} is not in the risk state")
+            view = state.account_view(account, self._limits)
+            return AccountRisk(account, state.book, state.at, view.exposure, view.marks, view.checks)
 
     def check_order(self, order: Order, now: datetime) -> OrderCheck:
-        """Evaluate the account as if the order had filled, on a copy; nothing changes."""
-        book, evaluation = self._book, self._evaluation
-        if order.account not in book.accounts:
-            raise NotFoundError(f"account {order.account!r} is not in the risk state")
+        """Evaluate the account as if the order had filled; only that account is revalued, nothing changes."""
         try:
             symbol = canonical_symbol(order.symbol)
         except ValueError as exc:
             raise InvalidArgumentError(f"symbol: {exc}") from None
-        fill = Fill(order.account, symbol, order.signed_quantity, order.price, order.kind, now)
-        tick = apply_fill(book, fill)
-        # The order's own price marks the new position when the market has none yet.
-        if symbol not in book.prices.pair_prices:
-            tick = PositionTick(replace(tick.position, mark_price=order.price))
-        after_book = apply_tick(book, tick)
-        accounts = {order.account}
-        before = evaluate_accounts(book, self._limits, accounts, now, previous=evaluation, include_ok=True)
-        after = evaluate_accounts(after_book, self._limits, accounts, now, previous=evaluation, include_ok=True)
-        old = {c.fingerprint: c for c in before.checks}
+        with self._lock:
+            state = self._state
+            book = state.book
+            if order.account not in book.accounts:
+                raise NotFoundError(f"account {order.account!r} is not in the risk state")
+            fill = Fill(order.account, symbol, order.signed_quantity, order.price, order.kind, now)
+            new = apply_fill(book, fill).position
+            # The order's own price marks the new position when the market has none yet.
+            if symbol not in book.prices.pair_prices:
+                new = replace(new, mark_price=order.price)
+            kept = tuple(
+                p for p in book.positions.get(order.account, ()) if (p.symbol, p.kind) != (new.symbol, new.kind)
+            )
+            positions = (*kept, new) if new.quantity != ZERO else kept
+            before, after = state.what_if(order.account, positions, self._limits, now)
+        old = {c.fingerprint: c for c in before}
         impacts = tuple(
             (old.get(c.fingerprint), c)
-            for c in after.checks
+            for c in after
             if _touches(c, order.account) and (c.fingerprint not in old or old[c.fingerprint].value != c.value)
         )
         allowed = all(c.level is not Level.CRITICAL for _, c in impacts)
@@ -314,6 +344,19 @@ def _runs(ticks: Sequence[tuple[int, LiveTick]]) -> list[list[Price] | tuple[int
     if run:
         out.append(list(run.values()))
     return out
+
+
+def _newest(a: datetime | None, b: datetime) -> datetime:
+    return b if a is None or b > a else a
+
+
+def _with_prices(book: RiskBook, prices: Sequence[Price], table: PriceTable) -> RiskBook:
+    fresh = dict(book.freshness)
+    for price in prices:
+        key = (price.source, "prices")
+        if key not in fresh or price.observed_at > fresh[key]:
+            fresh[key] = price.observed_at
+    return replace(book, prices=table, freshness=fresh)
 
 
 def apply_prices(book: RiskBook, prices: Sequence[Price]) -> tuple[RiskBook, frozenset[str]]:

@@ -161,6 +161,7 @@ def _transitions(
         if found:
             transitions.extend(found)
             account = check.subject.account
-            # Ticks carry the data: the batch's receive time is the data time (detection latency ~0).
-            context[fp] = AlertContext(current, account_ids.get(account) if account else None, account, now)
+            # The data time is that of the data that showed the value: the batch's newest tick, or the snapshots
+            # a resync adopted (never the clock of the evaluation, which would make detection latency read 0).
+            context[fp] = AlertContext(current, account_ids.get(account) if account else None, account, outcome.data_at)
     return transitions, context

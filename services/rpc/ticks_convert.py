@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from google.protobuf.duration_pb2 import Duration
 from riskmonitor.v1 import risk_monitor_pb2 as pb
 
-from models.risk import Check, InstrumentKind, Position, PositionTick, Price, PriceTick, canonical_symbol, summarize
+from models.risk import (
+    Check,
+    InstrumentKind,
+    Position,
+    PositionTick,
+    Price,
+    PriceTick,
+    canonical_symbol,
+    daily_pnl,
+    drawdown,
+)
 from models.risk.exposure import gross_by_asset, net_by_asset
+from models.risk.incremental import LevelChange
 from services.errors import InvalidArgumentError
-from services.live_risk import AccountRisk, Fill, LevelChange, LiveTick, Order, OrderCheck, Rejected
+from services.live_risk import AccountRisk, Fill, LiveTick, Order, OrderCheck, Rejected
 from services.rpc.convert import LEVEL_TO_PB, dec, from_ts, optional_decimal, parse_decimal, ts
 
 _SIDE = {pb.ORDER_SIDE_BUY: Decimal(1), pb.ORDER_SIDE_SELL: Decimal(-1)}
@@ -86,17 +97,73 @@ def _tick(tick: pb.Tick, now: datetime) -> LiveTick:
     raise InvalidArgumentError("tick is empty: set price, position or fill")
 
 
+# Price texts and symbols of valid ticks seen recently: a plain dict lookup is the cheapest check there is, and
+# a stream repeats both. Bounded: cleared when full (a rebuild costs a few milliseconds). Errors aren't kept.
+_PRICES: dict[str, Decimal] = {}
+_SYMBOLS: set[str] = set()
+_CACHE_SIZE = 65_536
+
+
+def _price_value(text: str) -> Decimal:
+    value = _PRICES.get(text)
+    if value is None:
+        value = parse_decimal(text, "price.price", positive=True)
+        if len(_PRICES) >= _CACHE_SIZE:
+            _PRICES.clear()
+        _PRICES[text] = value
+    return value
+
+
+def _price_symbol(text: str) -> str:
+    if text not in _SYMBOLS:
+        symbol(text, "price.symbol")  # validates; the tick keeps the venue's spelling
+        if len(_SYMBOLS) >= _CACHE_SIZE:
+            _SYMBOLS.clear()
+        _SYMBOLS.add(text)
+    return text
+
+
 def ticks_from_pb(ticks: Sequence[pb.Tick], now: datetime) -> tuple[list[tuple[int, LiveTick]], list[pb.TickError]]:
-    """Valid ticks with their batch index, and an error per invalid one (the rest of the batch applies)."""
+    """Valid ticks with their batch index, and an error per invalid one (the rest of the batch applies).
+
+    Price ticks (most of a stream) take a short path, inlined because it runs for every tick: cached symbol
+    and price checks, and only the newest price per (source, symbol) of each run of consecutive price ticks
+    becomes a value, in the order of first appearance: exactly what `LiveRisk.apply` keeps of such a run
+    anyway. Every tick is still validated, symbol first, as `_tick` does.
+    """
     out: list[tuple[int, LiveTick]] = []
     errors: list[pb.TickError] = []
+    run: dict[tuple[str, str], tuple[int, str, Decimal, datetime]] = {}
+    prices, symbols = _PRICES, _SYMBOLS
     for index, tick in enumerate(ticks):
         try:
-            out.append((index, _tick(tick, now)))
+            if tick.HasField("price"):
+                p = tick.price
+                name = p.symbol
+                if name not in symbols:
+                    _price_symbol(name)
+                text = p.price
+                value = prices.get(text)
+                if value is None:
+                    value = _price_value(text)
+                at = p.observed_at.ToDatetime(tzinfo=UTC) if p.HasField("observed_at") else now
+                run[(p.source or "ticks", name)] = (index, name, value, at)
+                continue
+            parsed = _tick(tick, now)
         except InvalidArgumentError as exc:
             message = str(exc)
             errors.append(pb.TickError(index=index, field=message.split(" ", 1)[0], reason=message))
+            continue
+        _flush(run, out)
+        out.append((index, parsed))
+    _flush(run, out)
     return out, errors
+
+
+def _flush(run: dict[tuple[str, str], tuple[int, str, Decimal, datetime]], out: list[tuple[int, LiveTick]]) -> None:
+    for (source, _), (index, name, price, at) in run.items():
+        out.append((index, PriceTick(Price(name, price, at, source))))
+    run.clear()
 
 
 def rejected_to_pb(r: Rejected) -> pb.TickError:
@@ -135,8 +202,7 @@ def _utilisation(check: Check) -> pb.LimitUtilisation:
 
 
 def summary_to_pb(risk: AccountRisk) -> pb.RiskSummary:
-    s = summarize(risk.evaluation, risk.account)
-    e = s.exposure
+    e, marks = risk.exposure, risk.marks
     notional = {p.instrument: n for p, n in e.legs}
     positions = [
         pb.PositionSummary(
@@ -152,15 +218,15 @@ def summary_to_pb(risk: AccountRisk) -> pb.RiskSummary:
     gross, net = gross_by_asset(e), net_by_asset(e)
     return pb.RiskSummary(
         account=risk.account,
-        as_of=ts(risk.evaluation.at),
+        as_of=ts(risk.at),
         equity_usd=dec(e.equity),
         gross_exposure_usd=dec(e.gross),
         net_exposure_usd=dec(e.net),
-        leverage=dec(s.leverage),
+        leverage=dec(e.leverage),
         unrealized_pnl_usd=dec(e.unrealized_pnl),
         realized_pnl_usd=dec(e.realized_pnl),
-        daily_pnl_usd=dec(s.daily_pnl),
-        drawdown=dec(s.drawdown),
+        daily_pnl_usd=dec(daily_pnl(marks, e.equity) if marks else Decimal(0)),
+        drawdown=dec(drawdown(marks, e.equity) if marks else Decimal(0)),
         positions=positions,
         exposures=[pb.AssetExposure(asset=a, gross_usd=dec(gross[a]), net_usd=dec(net[a])) for a in sorted(gross)],
         limits=[_utilisation(c) for c in risk.checks],

@@ -6,6 +6,7 @@ import itertools
 import queue
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
@@ -222,3 +223,21 @@ def test_acknowledging_a_resolved_alert_is_failed_precondition(desk: tuple[Serve
     with pytest.raises(grpc.RpcError) as err:
         api.stub.AcknowledgeAlert(pb.AcknowledgeAlertRequest(alert_id=alert_id, actor="a", comment="c"), timeout=10)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_a_tick_path_alert_carries_the_ticks_time_as_its_data_time(
+    desk: tuple[Served, str, str], engine: Engine
+) -> None:
+    """Detection latency on the tick path is measured from the data that showed the breach, not from the
+    moment the monitor evaluated it."""
+    api, _, fingerprint = desk
+    observed = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=3)
+    tick = pb.Tick(price=pb.PriceUpdate(symbol="BTC-USDT", price="300", source="md"))
+    tick.price.observed_at.FromDatetime(observed)
+    [result] = list(api.stub.StreamTicks(iter([pb.TickBatch(batch_id=1, ticks=[tick])]), timeout=30))
+    assert [c.level for c in result.changes] == [pb.LEVEL_CRITICAL]
+    api.api.flush()
+    [(alert_id, _, _)] = _alerts(engine, fingerprint)
+    alert = api.stub.GetAlert(pb.GetAlertRequest(alert_id=alert_id), timeout=10).alert
+    assert alert.data_time.ToDatetime(tzinfo=UTC) == observed
+    assert alert.detection_latency_seconds >= 3

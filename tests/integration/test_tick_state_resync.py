@@ -42,3 +42,27 @@ def test_resync_brings_in_snapshot_accounts_and_their_alerts_link_to_them(fresh_
     with fresh_engine.connect() as conn:
         rows = conn.execute(text("SELECT account_id, severity FROM alerts WHERE limit_name = 'gross-9'")).all()
     assert [tuple(r) for r in rows] == [(account_ids[key], "critical")]
+
+
+def test_a_breach_a_resync_finds_is_dated_by_the_snapshots_not_the_resync(fresh_engine: Engine) -> None:
+    venues = Venues.on(fresh_engine)
+    venues.venue("binance")
+    venues.venue("md", "market_data")
+    venues.positions("binance", "acct-7", {"BTC-USDT": ("2", "100")}, NOW, collected=NOW)
+    venues.balances("binance", "acct-7", {"USDT": "1000"}, NOW, collected=NOW)
+    venues.prices("md", {"BTC-USDT": "250", "USDT-USD": "1"}, NOW)  # 2 × 250 = 500 > critical 400
+    key = "binance:acct-7"
+    gross = limit("gross-7", LimitType.GROSS_NOTIONAL, warn="250", critical="400", scope=Scope.ACCOUNT, scope_ref=key)
+    account_ids: dict[str, int] = {}
+    writer = TickAlertWriter(store_persist(fresh_engine, account_ids))
+    writer.start()
+    live = LiveRisk(build_book(), [gross], NOW, writer)
+    later = NOW + timedelta(minutes=1)
+    ResyncTickStateJob(fresh_engine, live, dict, account_ids, lambda: later)()
+    writer.stop()
+    with fresh_engine.connect() as conn:
+        [(data_time, latency)] = conn.execute(
+            text("SELECT data_time, detection_latency_s FROM alerts WHERE limit_name = 'gross-7'")
+        ).all()
+    assert data_time == NOW
+    assert float(latency) == 60.0
