@@ -43,7 +43,7 @@ from models.risk.fast_index import (
     ExactMemo,
     Floats,
     Ints,
-    NotIndexable,
+    NotScreenable,
     Objects,
     Reconciled,
     book_index,
@@ -196,12 +196,12 @@ def evaluate(book: RiskBook, limits: list[Limit], now: datetime) -> Evaluation |
     """The full evaluation (include_ok=False), or None when the book can't be screened in floats."""
     try:
         index = book_index(book)
-    except NotIndexable:
+    except NotScreenable:
         return None
     with localcontext(RISK_CONTEXT):
         try:
             run = _FastRun(book, index, now)
-        except NotIndexable:
+        except NotScreenable:
             return None
         enabled = [limit for limit in limits if limit.enabled]
         for limit in enabled:
@@ -260,7 +260,7 @@ class _FastRun:
         self.equity_abs = _sums(ix.p_acct, eq_abs, count) + _sums(ix.b_acct, np.abs(bal), count)
         for array in (self.gross_f, self.net_f, self.equity_f, self.equity_abs):
             if not np.all(np.abs(array) < HUGE * HUGE):
-                raise NotIndexable("float overflow")
+                raise NotScreenable("float overflow")
         self._start_exact(pair_marks, asset_usd)
         self.effective_units: tuple[Objects, Floats] | None = None
         self.exposures = _LazyExposures(book, ix.accounts)

@@ -2,7 +2,7 @@
 
 Built once per book (`book_index`), or patched from the previous book's index for the accounts whose rows
 changed (`patch_index`, used by `book_update.update_book`). Also the float conversion rules the screen relies
-on (`to_float`, `to_floats`: a value the screen can't bound raises `NotIndexable`). Pure: no I/O.
+on (`to_float`, `to_floats`: a value the screen can't bound raises `NotScreenable`). Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -35,16 +35,16 @@ SPOT, DERIVATIVE, OPTION = 0, 1, 2
 KIND_CODES = {kind.value: i for i, kind in enumerate(InstrumentKind)}
 
 
-class NotIndexable(ValueError):
+class NotScreenable(ValueError):
     """The book holds values the float screen can't bound (non-finite or beyond float range)."""
 
 
 def to_float(value: Decimal) -> float:
     if not value.is_finite():
-        raise NotIndexable(str(value))
+        raise NotScreenable(str(value))
     out = float(value)
     if not (abs(out) < HUGE and (out == 0.0 or abs(out) > TINY)) or (out == 0.0 and value):
-        raise NotIndexable(str(value))
+        raise NotScreenable(str(value))
     return out
 
 
@@ -58,14 +58,14 @@ def to_floats(values: list[Decimal]) -> Floats:
     try:
         out = np.fromiter(map(float, values), dtype=np.float64, count=len(values))
     except ValueError as exc:  # a signalling NaN
-        raise NotIndexable(str(exc)) from None
+        raise NotScreenable(str(exc)) from None
     magnitude = np.abs(out)
     zero = out == 0.0
     if not np.all((magnitude < HUGE) & (zero | (magnitude > TINY))):  # NaN fails the first test
-        raise NotIndexable("value beyond the float screen's range")
+        raise NotScreenable("value beyond the float screen's range")
     for i in np.nonzero(zero)[0].tolist():  # a nonzero value that underflowed to 0.0
         if values[i]:
-            raise NotIndexable(str(values[i]))
+            raise NotScreenable(str(values[i]))
     return out
 
 

@@ -34,25 +34,23 @@ import numpy as np
 
 from models.risk.book import RiskBook
 from models.risk.exposure import Exposure, account_exposure
+from models.risk.fast_index import SPOT, NotScreenable, to_float
 from models.risk.limits import FIRM_KEY, Level, Limit, LimitType, Scope, Side
 from models.risk.pnl import PnlMarks, fold_marks, trading_day
 from models.risk.results import RISK_CONTEXT, Check, Evaluation
 from models.risk.tick_exact import ExactExposures, FoldedMarks, TickRun, WhatIf
 from models.risk.tick_screen import (
     POSITION_TYPES,
-    SPOT,
     UNKNOWN,
     WIDEN,
     BookColumns,
     Bools,
     Floats,
     Ints,
-    NotScreenable,
     Sums,
     Zones,
     build_columns,
     screened,
-    to_float,
     to_floats,
     zone_of,
     zones,

@@ -12,6 +12,8 @@ import numpy as np
 import numpy.typing as npt
 
 from models.risk.book import RiskBook
+from models.risk.fast import SLACK, UNIT_ROUNDOFF
+from models.risk.fast_index import DERIVATIVE, HUGE, OPTION, SPOT, TINY, NotScreenable, to_float
 from models.risk.limits import Limit, LimitType, Scope
 from models.risk.results import RISK_CONTEXT
 from models.risk.values import InstrumentKind
@@ -21,37 +23,20 @@ Ints = npt.NDArray[np.intp]
 Bools = npt.NDArray[np.bool_]
 Zones = npt.NDArray[np.int8]
 
-UNIT_ROUNDOFF = 2.0**-53
-# Relative slack on top of the summation bound (as in models.risk.fast): absorbs Decimal→float conversion of
-# thresholds, marks and prices, the few float operations after the sums, and the reference's 28-digit rounding.
-SLACK = 1e-12
+# Relative slack on top of the summation bound, the accepted magnitudes and `to_float` are the scheduled path's
+# (models.risk.fast / fast_index): one error bound for both screens.
 WIDEN = 4 * SLACK  # interval ends are widened by this before they are compared with float thresholds
-_HUGE, _TINY = 1e150, 1e-150  # magnitudes the float screen accepts (see docs/risk-model.md)
-SPOT, DERIVATIVE, OPTION = 0, 1, 2
 UNKNOWN = -1  # zone not known exactly: the next batch confirms the subject
 SCALAR_TYPES = frozenset({LimitType.GROSS_NOTIONAL, LimitType.NET_NOTIONAL, LimitType.LEVERAGE})
 MARKED_TYPES = frozenset({LimitType.DAILY_LOSS, LimitType.DRAWDOWN})
 POSITION_TYPES = frozenset({LimitType.POSITION_NOTIONAL, LimitType.POSITION_QUANTITY})
 
 
-class NotScreenable(ValueError):
-    """A value the float screen can't bound (non-finite or beyond float range): batches go exact."""
-
-
-def to_float(value: Decimal) -> float:
-    if not value.is_finite():
-        raise NotScreenable(str(value))
-    out = float(value)
-    if not (abs(out) < _HUGE and (out == 0.0 or abs(out) > _TINY)) or (out == 0.0 and value):
-        raise NotScreenable(str(value))
-    return out
-
-
 def to_floats(values: Sequence[Decimal | None]) -> Floats:
     """`to_float` of many values at once (None: NaN, unpriced); NotScreenable as `to_float` would raise it."""
     out = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
     magnitude = np.abs(out[~np.isnan(out)])
-    if not (magnitude < _HUGE).all() or ((magnitude > 0) & (magnitude <= _TINY)).any():
+    if not (magnitude < HUGE).all() or ((magnitude > 0) & (magnitude <= TINY)).any():
         raise NotScreenable("a price beyond the float screen's range")
     for i in np.flatnonzero((out == 0.0) | np.isnan(out)):
         value = values[int(i)]
