@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from typing import TypeVar
 
 from models.risk import fast_index
@@ -21,20 +22,30 @@ from models.risk.pnl import PnlMarks
 from models.risk.values import Balance, CustodyBalance, PendingSettlement, Position, Price
 
 
-class _TickIndex(Mapping[str, frozenset[str]]):
-    """`accounts_by_asset` / `accounts_by_pair`, built on first access: only the tick path reads them, and
-    building them is another pass over every row."""
+class _TickIndexes:
+    """`accounts_by_asset` and `accounts_by_pair`, built together on first access: only the tick path reads
+    them, and building them is another pass over every row. Holds the row mappings, never the book: a book
+    kept between passes must not keep its predecessors alive through its lazy fields."""
 
-    def __init__(self, book: RiskBook, which: int) -> None:
-        self._book = book
+    def __init__(self, book: RiskBook) -> None:
+        self._build = partial(_tick_index, book.positions, book.balances, book.custody, book.settlements)
+        self._built: tuple[Mapping[str, frozenset[str]], Mapping[str, frozenset[str]]] | None = None
+
+    def get(self, which: int) -> Mapping[str, frozenset[str]]:
+        if self._built is None:
+            self._built = self._build()
+        return self._built[which]
+
+
+class _TickIndex(Mapping[str, frozenset[str]]):
+    """One of the two lazily built tick indexes."""
+
+    def __init__(self, indexes: _TickIndexes, which: int) -> None:
+        self._indexes = indexes
         self._which = which
-        self._built: Mapping[str, frozenset[str]] | None = None
 
     def _index(self) -> Mapping[str, frozenset[str]]:
-        if self._built is None:
-            book = self._book
-            self._built = _tick_index(book.positions, book.balances, book.custody, book.settlements)[self._which]
-        return self._built
+        return self._indexes.get(self._which)
 
     def __getitem__(self, key: str) -> frozenset[str]:
         return self._index()[key]
@@ -90,7 +101,8 @@ def update_book(
         marks=dict(marks),
         index_cache={},
     )
-    book = replace(book, accounts_by_asset=_TickIndex(book, 0), accounts_by_pair=_TickIndex(book, 1))
+    lazy = _TickIndexes(book)
+    book = replace(book, accounts_by_asset=_TickIndex(lazy, 0), accounts_by_pair=_TickIndex(lazy, 1))
     cached = previous.index_cache.get("fast")
     if isinstance(cached, fast_index.BookIndex) and fast_index.indexes(cached, previous):
         if not (moved_positions or moved_balances or moved_custody):
