@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import chain
@@ -270,6 +270,7 @@ class _Reader:
         newest: datetime | None,
     ) -> Kept[Position]:
         key = self.keys.get(account_id)
+        venue = self.venues.get(account_id, "")  # none for a row left out (not an exchange account)
         items: list[Position] = []
         skipped = 0
         for _, symbol, quantity, avg_price, mark_price, realized, observed_at in rows:
@@ -277,10 +278,10 @@ class _Reader:
             if key is None or instrument is None:
                 skipped += 1
                 continue
-            mark = _decimal(mark_price)
+            mark = None if mark_price is None else Decimal(mark_price)  # inline: a call per row costs
             items.append(
                 Position(
-                    self.venues[account_id],
+                    venue,
                     key,
                     symbol,
                     Decimal(quantity),
@@ -288,7 +289,7 @@ class _Reader:
                     Decimal(avg_price) if avg_price is not None else (mark if mark is not None else ZERO),
                     observed_at,
                     mark,
-                    _decimal(realized),
+                    None if realized is None else Decimal(realized),
                     kind=instrument[2],
                     base=instrument[0],
                     quote=instrument[1],
@@ -346,12 +347,12 @@ def _adopt(
     out: dict[int, Kept[_Row]] = {}
     for account_id, entry in kept.items():
         items = rows.get(keys.get(account_id, ""))
-        out[account_id] = entry if items is None or items is entry.items else replace(entry, items=items)
+        out[account_id] = (
+            entry
+            if items is None or items is entry.items
+            else Kept(entry.head, entry.content, items, entry.newest, entry.skipped)
+        )
     return out
-
-
-def _decimal(text: str | None) -> Decimal | None:
-    return None if text is None else Decimal(text)
 
 
 def _metas(

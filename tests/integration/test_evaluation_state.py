@@ -161,9 +161,10 @@ def test_a_moved_head_with_the_same_contents_keeps_the_rows_and_any_content_chan
     balances_before = first.book.balances["ex:d"]
 
     later, observed = T0 + timedelta(seconds=5), T0 + timedelta(seconds=4)
-    v.positions("ex", "a", {"BTC-USD-SWAP": ("1.5", "90"), "ETH-USD-SWAP": ("-2", "11")}, observed, collected=later)  # same
-    v.positions("ex", "b", {"BTC-USD-SWAP": ("2.5", "90"), "ETH-USD-SWAP": ("-2", "11")}, T0, collected=later)  # same time
-    v.positions("ex", "c", {"BTC-USD-SWAP": ("1.5", "95"), "ETH-USD-SWAP": ("-2", "11")}, observed, collected=later)
+    same = {"BTC-USD-SWAP": ("1.5", "90"), "ETH-USD-SWAP": ("-2", "11")}
+    v.positions("ex", "a", same, observed, collected=later)  # a new snapshot with the same content
+    v.positions("ex", "b", {**same, "BTC-USD-SWAP": ("2.5", "90")}, T0, collected=later)  # same observed_at
+    v.positions("ex", "c", {**same, "BTC-USD-SWAP": ("1.5", "95")}, observed, collected=later)  # avg price only
     v.balances("ex", "a", {"USD": "1000"}, observed, collected=later)  # same
     account_d = ids["ex:d"]
     v.store.write_snapshots(
