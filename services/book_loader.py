@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import chain
-from typing import Any, TypeVar
+from operator import itemgetter
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Engine, text
 
@@ -82,19 +83,37 @@ BOOK_QUERIES = (
 )
 
 
+_Row = TypeVar("_Row", Position, Balance)
+
+
+@dataclass(frozen=True, slots=True)
+class Kept(Generic[_Row]):
+    """One account's rows of one kind as the last read left them."""
+
+    head: datetime  # the snapshot head (collected_at) they were read at
+    content: tuple[tuple[Any, ...], ...]  # the fetched rows without observed_at, NUMERICs as text (exact)
+    items: tuple[_Row, ...]  # the domain rows built from the first snapshot that had this content
+    newest: datetime | None  # newest observed_at of the rows at ``head``
+    skipped: int  # rows left out (an unknown account key or a symbol that can't be split)
+
+
 @dataclass
 class BookCache:
     """The previous read, kept by one evaluation loop between passes (not thread-safe).
 
-    Domain rows per (account id, kind) are kept while the account's snapshot head (``collected_at``) has not
-    moved: snapshots are immutable, so reusing them is exact; only accounts with a new batch are fetched
-    and rebuilt. The previous book is kept too, so the next one shares its unchanged mappings and the fast
-    evaluation's index is patched for the moved accounts instead of rebuilt (`models.risk.update_book`).
-    A replica that takes over the job starts with an empty cache: one full read and index build."""
+    Rows per (account id, kind) are kept while the account's snapshot head (``collected_at``) has not moved:
+    snapshots are immutable, so reusing them is exact; only accounts with a new batch are fetched. A fetched
+    account whose rows have the same contents as the kept ones (every column but ``observed_at``, NUMERICs
+    compared as text, so with their scale; most polls bring nothing new) keeps its domain rows, the very same
+    tuple: nothing is built, and `models.risk.update_book` sees the account unchanged. Their ``observed_at`` is
+    then the time the content was first observed; the book's freshness, ``data_times`` and
+    ``positions_as_of`` always come from the rows just read. The previous book is kept too, so the next one
+    shares its unchanged mappings and the fast evaluation's index is patched for the changed accounts
+    instead of rebuilt. A replica that takes over the job starts with an empty cache: one full read and index
+    build."""
 
-    # account id -> (head collected_at, rows, newest observed_at of the rows)
-    positions: dict[int, tuple[datetime, tuple[Position, ...], datetime | None]] = field(default_factory=dict)
-    balances: dict[int, tuple[datetime, tuple[Balance, ...], datetime | None]] = field(default_factory=dict)
+    positions: dict[int, Kept[Position]] = field(default_factory=dict)  # by account id
+    balances: dict[int, Kept[Balance]] = field(default_factory=dict)
     book: RiskBook | None = None
     metas: list[AccountMeta] = field(default_factory=list)  # the accounts the book was built with
 
@@ -194,81 +213,146 @@ class _Reader:
         if at is not None and ((source, kind) not in self.row_times or at > self.row_times[source, kind]):
             self.row_times[source, kind] = at
 
-    def stale(
-        self, cached: Mapping[int, tuple[datetime, object, object]], heads: Mapping[int, datetime]
-    ) -> list[int] | None:
+    def stale(self, cached: Mapping[int, Kept[Any]], heads: Mapping[int, datetime]) -> list[int] | None:
         """Accounts whose head moved since the cache; None = read everything (cheaper than a long id list)."""
-        changed = [a for a, at in heads.items() if a not in cached or cached[a][0] != at]
+        changed = [a for a, at in heads.items() if a not in cached or cached[a].head != at]
         return None if len(changed) > len(heads) // 2 else changed
 
-    def positions(self, heads: Mapping[int, datetime], cache: BookCache) -> dict[str, tuple[Position, ...]]:
-        changed = self.stale(cache.positions, heads)
-        sql, params = POSITIONS_SQL, None
+    def fetch(
+        self, sql: str, heads: Mapping[int, datetime], cached: Mapping[int, Kept[Any]]
+    ) -> dict[int, list[tuple[Any, ...]]]:
+        """The rows of every account whose head moved, by account id (NUMERICs as text, observed_at last)."""
+        changed = self.stale(cached, heads)
+        params = None
         if changed is not None:
-            sql, params = POSITIONS_SQL + " WHERE account_id = ANY(%(ids)s)", {"ids": changed}
-        fresh: dict[int, list[Position]] = {a: [] for a in (heads if changed is None else changed)}
+            sql, params = sql + " WHERE account_id = ANY(%(ids)s)", {"ids": changed}
+        fetched: dict[int, list[tuple[Any, ...]]] = {a: [] for a in (heads if changed is None else changed)}
+        if changed is None or changed:
+            for row in fetch_all(self.conn, sql, params, numeric_as_text=True):
+                fetched[row[0]].append(row)
+        return fetched
+
+    def positions(self, heads: Mapping[int, datetime], cache: BookCache) -> dict[str, tuple[Position, ...]]:
+        fetched = self.fetch(POSITIONS_SQL, heads, cache.positions)
+        kept: dict[int, Kept[Position]] = {}
+        for account_id, head in heads.items():
+            rows = fetched.get(account_id)
+            if rows is None:
+                kept[account_id] = cache.positions[account_id]
+                continue
+            content = tuple(map(_POSITION_CONTENT, rows))
+            newest = max(map(_POSITION_OBSERVED, rows), default=None)
+            old = cache.positions.get(account_id)
+            if old is not None and old.content == content:  # the same positions again: keep the built ones
+                kept[account_id] = Kept(head, old.content, old.items, newest, old.skipped)
+            else:
+                kept[account_id] = self.build_positions(account_id, head, content, rows, newest)
+        cache.positions = kept
+        out: dict[str, tuple[Position, ...]] = {}
         keys, venues = self.keys, self.venues
-        rows = fetch_all(self.conn, sql, params) if changed is None or changed else []
-        for account_id, symbol, quantity, avg_price, mark_price, realized, observed_at in rows:
+        for account_id, entry in kept.items():
+            self.skipped += entry.skipped
             key = keys.get(account_id)
+            if key is not None:
+                self.positions_as_of[key] = entry.head
+                if entry.newest is not None:
+                    out[key] = entry.items
+                    self.seen(key, entry.newest)
+                    self.venue_seen(venues[account_id], "positions", entry.newest)
+        return out
+
+    def build_positions(
+        self,
+        account_id: int,
+        head: datetime,
+        content: tuple[tuple[Any, ...], ...],
+        rows: list[tuple[Any, ...]],
+        newest: datetime | None,
+    ) -> Kept[Position]:
+        key = self.keys.get(account_id)
+        venue = self.venues.get(account_id, "")  # none for a row left out (not an exchange account)
+        items: list[Position] = []
+        skipped = 0
+        for _, symbol, quantity, avg_price, mark_price, realized, observed_at in rows:
             instrument = self.instruments[symbol] if symbol in self.instruments else self.instrument(symbol)
             if key is None or instrument is None:
-                self.skipped += 1
+                skipped += 1
                 continue
-            fresh[account_id].append(
+            mark = None if mark_price is None else Decimal(mark_price)  # inline: a call per row costs
+            items.append(
                 Position(
-                    venues[account_id],
+                    venue,
                     key,
                     symbol,
-                    quantity,
+                    Decimal(quantity),
                     # An unknown average price counts as the mark: zero unrealized P&L rather than a made-up one.
-                    avg_price if avg_price is not None else (mark_price if mark_price is not None else ZERO),
+                    Decimal(avg_price) if avg_price is not None else (mark if mark is not None else ZERO),
                     observed_at,
-                    mark_price,
-                    realized,
+                    mark,
+                    None if realized is None else Decimal(realized),
                     kind=instrument[2],
                     base=instrument[0],
                     quote=instrument[1],
                 )
             )
-        cache.positions = {a: (at, *_newest(fresh[a])) if a in fresh else cache.positions[a] for a, at in heads.items()}
-        out: dict[str, tuple[Position, ...]] = {}
-        for account_id, (head, items, newest) in cache.positions.items():
-            key = keys.get(account_id)
-            if key is not None:
-                self.positions_as_of[key] = head
-                if newest is not None:
-                    out[key] = items
-                    self.seen(key, newest)
-                    self.venue_seen(venues[account_id], "positions", newest)
-        return out
+        return Kept(head, content, tuple(items), newest, skipped)
 
     def balances(self, heads: Mapping[int, datetime], cache: BookCache) -> dict[str, tuple[Balance, ...]]:
-        changed = self.stale(cache.balances, heads)
-        sql, params = BALANCES_SQL, None
-        if changed is not None:
-            sql, params = BALANCES_SQL + " WHERE account_id = ANY(%(ids)s)", {"ids": changed}
-        fresh: dict[int, list[Balance]] = {a: [] for a in (heads if changed is None else changed)}
+        fetched = self.fetch(BALANCES_SQL, heads, cache.balances)
+        kept: dict[int, Kept[Balance]] = {}
         keys, venues = self.keys, self.venues
-        rows = fetch_all(self.conn, sql, params) if changed is None or changed else []
-        for account_id, asset, available, locked, total, observed_at in rows:
-            key = keys.get(account_id)
-            if key is None:
-                self.skipped += 1
+        for account_id, head in heads.items():
+            rows = fetched.get(account_id)
+            if rows is None:
+                kept[account_id] = cache.balances[account_id]
                 continue
-            fresh[account_id].append(Balance(venues[account_id], key, asset, available, locked, total, observed_at))
-        cache.balances = {a: (at, *_newest(fresh[a])) if a in fresh else cache.balances[a] for a, at in heads.items()}
-        out: dict[str, tuple[Balance, ...]] = {}
-        for account_id, (_, items, newest) in cache.balances.items():
+            content = tuple(map(_BALANCE_CONTENT, rows))
+            newest = max(map(_BALANCE_OBSERVED, rows), default=None)
+            old = cache.balances.get(account_id)
+            if old is not None and old.content == content:
+                kept[account_id] = Kept(head, old.content, old.items, newest, old.skipped)
+                continue
             key = keys.get(account_id)
-            if newest is not None and key is not None:
-                out[key] = items
-                self.seen(key, newest)
-                self.venue_seen(venues[account_id], "balances", newest)
+            items = (
+                ()
+                if key is None
+                else tuple(
+                    Balance(venues[account_id], key, asset, Decimal(available), Decimal(locked), Decimal(total), at)
+                    for _, asset, available, locked, total, at in rows
+                )
+            )
+            kept[account_id] = Kept(head, content, items, newest, len(rows) - len(items))
+        cache.balances = kept
+        out: dict[str, tuple[Balance, ...]] = {}
+        for account_id, entry in kept.items():
+            self.skipped += entry.skipped
+            key = keys.get(account_id)
+            if entry.newest is not None and key is not None:
+                out[key] = entry.items
+                self.seen(key, entry.newest)
+                self.venue_seen(venues[account_id], "balances", entry.newest)
         return out
 
 
-_Row = TypeVar("_Row", Position, Balance)
+# Row shapes of POSITIONS_SQL / BALANCES_SQL: everything but observed_at (the last column) is content.
+_POSITION_CONTENT = itemgetter(0, 1, 2, 3, 4, 5)
+_POSITION_OBSERVED = itemgetter(6)
+_BALANCE_CONTENT = itemgetter(0, 1, 2, 3, 4)
+_BALANCE_OBSERVED = itemgetter(5)
+
+
+def _adopt(
+    kept: dict[int, Kept[_Row]], rows: Mapping[str, tuple[_Row, ...]], keys: Mapping[int, str]
+) -> dict[int, Kept[_Row]]:
+    out: dict[int, Kept[_Row]] = {}
+    for account_id, entry in kept.items():
+        items = rows.get(keys.get(account_id, ""))
+        out[account_id] = (
+            entry
+            if items is None or items is entry.items
+            else Kept(entry.head, entry.content, items, entry.newest, entry.skipped)
+        )
+    return out
 
 
 def _metas(
@@ -308,10 +392,6 @@ def _marks(rows: list[Any], cache: BookCache) -> dict[str, PnlMarks]:
 
 def _same_decimal(a: Decimal, b: Decimal) -> bool:
     return not a.compare_total(b)  # same value and same exponent (== ignores the exponent)
-
-
-def _newest(rows: list[_Row]) -> tuple[tuple[_Row, ...], datetime | None]:
-    return tuple(rows), max((r.observed_at for r in rows), default=None)
 
 
 def read_book(
@@ -385,6 +465,10 @@ def read_book(
             marks=marks,
             day_offset=day_offset,
         )
+        # The book regrouped the rows into tuples of its own (equal, same order): keep those, so the next pass
+        # hands `update_book` the very tuples of accounts whose content did not change.
+        cache.positions = _adopt(cache.positions, book.positions, keys)
+        cache.balances = _adopt(cache.balances, book.balances, keys)
     cache.book, cache.metas = book, metas
     times: list[Any] = [*reader.data_times.values(), *(p.observed_at for p in prices)]
     return LoadedBook(

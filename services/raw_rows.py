@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import psycopg
+from psycopg.types.string import TextLoader
 from sqlalchemy import Connection
 
 
@@ -19,9 +20,17 @@ def driver(conn: Connection) -> psycopg.Connection[Any]:
     return connection
 
 
-def fetch_all(conn: Connection, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
-    """All rows as tuples. ``sql`` uses psycopg placeholders (``%(name)s``)."""
+def fetch_all(
+    conn: Connection, sql: str, params: Mapping[str, Any] | None = None, *, numeric_as_text: bool = False
+) -> list[tuple[Any, ...]]:
+    """All rows as tuples. ``sql`` uses psycopg placeholders (``%(name)s``).
+
+    ``numeric_as_text``: NUMERIC columns come back as PostgreSQL's text (``"1.50"``) instead of Decimal: the
+    same digits and scale, compared exactly by ``==`` (Decimal's ignores the exponent) and not parsed at all
+    for rows the caller only compares."""
     with driver(conn).cursor() as cursor:
+        if numeric_as_text:
+            cursor.adapters.register_loader("numeric", TextLoader)
         cursor.execute(sql, params)
         return cursor.fetchall()
 

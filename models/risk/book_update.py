@@ -72,9 +72,9 @@ def update_book(
 
     ``positions``/``balances``: every account's rows, by account. An account whose rows did not change
     must be given the *same* tuple as ``previous`` holds (snapshots are immutable, so a loader keeps the
-    tuples of accounts whose snapshot head did not move); any other tuple counts as changed and is
-    re-indexed. ``freshness`` is complete (row times merged in by the caller), unlike `build_book`'s, which
-    scans every row for them.
+    tuples of accounts whose snapshot head did not move, or whose new snapshot repeats the content); any
+    other tuple is compared row by row and re-indexed where the content differs. ``freshness`` is complete
+    (row times merged in by the caller), unlike `build_book`'s, which scans every row for them.
     """
     moved_positions = _moved(positions, previous.positions)
     moved_balances = _moved(balances, previous.balances)

@@ -8,11 +8,12 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import Engine, text
 
-from models.risk import Limit, LimitType, Scope
+from models.risk import Limit, LimitType, Scope, evaluate, fast_index
 from services import database
 from services.book_loader import BookCache, LoadedBook, load_book
 from services.evaluation import HistoryState, run_evaluation
 from services.limits_store import current_limits, sync_limits
+from services.snapshot_store import AccountSnapshot, RunRecord
 from tests.integration.snapshots import Venues
 
 pytestmark = pytest.mark.integration
@@ -110,7 +111,7 @@ def test_a_cached_read_rebuilds_only_moved_accounts_and_equals_a_fresh_read(fres
         v.balances("ex", account, {"USD": "100"}, T0, collected=T0)
     cache = BookCache()
     first = load_book(fresh_engine, cache=cache)
-    kept = cache.positions[first.account_ids["ex:b"]][1]
+    kept = cache.positions[first.account_ids["ex:b"]].items
     later = T0 + timedelta(seconds=5)
     v.positions("ex", "a", {"BTC-USD": ("7", "100"), "ETH-USD": ("-2", "10")}, later, collected=later)
     v.positions("ex", "c", {}, later, collected=later)  # all closed: an empty book, not the cached one
@@ -129,6 +130,81 @@ def test_a_cached_read_rebuilds_only_moved_accounts_and_equals_a_fresh_read(fres
         "ex:e": [("BTC-USD", Decimal(5))],
     }
     # 2 of 5 heads moved: only those were fetched; an unchanged head's rows are reused, not rebuilt
-    assert cache.positions[first.account_ids["ex:b"]][1] is kept
+    assert cache.positions[first.account_ids["ex:b"]].items is kept
     assert cached.data_times == uncached.data_times
     assert cached.data_times["ex:a"] == later
+
+
+def test_a_moved_head_with_the_same_contents_keeps_the_rows_and_any_content_change_is_seen(
+    fresh_engine: Engine,
+) -> None:
+    """The loader keeps an account's built rows when its new snapshot repeats the kept content (every column
+    but observed_at). Anything else must be rebuilt: a different quantity at the very same observed_at, an
+    average price alone, a locked balance with the same total."""
+    v = Venues.on(fresh_engine)
+    v.venue("ex")
+    v.venue("md", "market_data")
+    v.prices("md", {"BTC-USD": "100", "ETH-USD": "10"}, T0)
+    for account in ("a", "b", "c", "d"):
+        v.positions("ex", account, {"BTC-USD-SWAP": ("1.5", "90"), "ETH-USD-SWAP": ("-2", "11")}, T0, collected=T0)
+        v.balances("ex", account, {"USD": "1000"}, T0, collected=T0)
+    # low thresholds: every account's figures are emitted, so a stale row would show in the values
+    limits = [
+        Limit("gross", LimitType.GROSS_NOTIONAL, per_account=True, warn=Decimal(1)),
+        Limit("leverage", LimitType.LEVERAGE, per_account=True, warn=Decimal("0.01")),
+    ]
+    cache = BookCache()
+    first = load_book(fresh_engine, cache=cache)
+    evaluate(first.book, limits, T0)  # builds the index the next book patches
+    ids = first.account_ids
+    before = {a: first.book.positions[a] for a in ("ex:a", "ex:b", "ex:c", "ex:d")}
+    balances_before = first.book.balances["ex:d"]
+
+    later, observed = T0 + timedelta(seconds=5), T0 + timedelta(seconds=4)
+    same = {"BTC-USD-SWAP": ("1.5", "90"), "ETH-USD-SWAP": ("-2", "11")}
+    v.positions("ex", "a", same, observed, collected=later)  # a new snapshot with the same content
+    v.positions("ex", "b", {**same, "BTC-USD-SWAP": ("2.5", "90")}, T0, collected=later)  # same observed_at
+    v.positions("ex", "c", {**same, "BTC-USD-SWAP": ("1.5", "95")}, observed, collected=later)  # avg price only
+    v.balances("ex", "a", {"USD": "1000"}, observed, collected=later)  # same
+    account_d = ids["ex:d"]
+    v.store.write_snapshots(
+        RunRecord("collect_balances", "ex", "balances", later, later),
+        later,
+        [AccountSnapshot(account_d, observed, [("USD", Decimal(1000), Decimal(400), Decimal(1000), observed)])],
+    )
+
+    cached = load_book(fresh_engine, cache=cache)
+    fresh = load_book(fresh_engine)
+    positions = cached.book.positions
+    assert positions["ex:a"] is before["ex:a"]  # nothing built for a repeated content
+    assert cached.book.balances["ex:a"] is first.book.balances["ex:a"]
+    assert cached.data_times["ex:a"] == observed == fresh.data_times["ex:a"]  # times come from the new rows
+    assert cached.positions_as_of["ex:a"] == later == fresh.positions_as_of["ex:a"]
+    assert cached.book.freshness == fresh.book.freshness
+    assert positions["ex:b"] is not before["ex:b"]
+    assert [p.quantity for p in positions["ex:b"]] == [Decimal("2.5"), Decimal(-2)]
+    assert [p.avg_price for p in positions["ex:c"]] == [Decimal(95), Decimal(11)]
+    assert [(b.locked, b.available) for b in cached.book.balances["ex:d"]] == [(Decimal(400), Decimal(1000))]
+    assert cached.book.balances["ex:d"] is not balances_before
+    assert positions["ex:d"] is before["ex:d"]  # head not moved
+
+    def content(loaded: LoadedBook) -> dict[str, list[tuple[object, ...]]]:
+        return {
+            a: [(p.symbol, p.quantity, p.avg_price, p.mark_price, p.realized_pnl, p.kind) for p in ps]
+            for a, ps in loaded.book.positions.items()
+        }
+
+    assert content(cached) == content(fresh)
+    assert [(b.asset, b.available, b.locked, b.total) for b in cached.book.balances["ex:d"]] == [
+        (b.asset, b.available, b.locked, b.total) for b in fresh.book.balances["ex:d"]
+    ]
+    # the patched index of the kept book evaluates exactly like a fresh book
+    kept_checks = evaluate(cached.book, limits, later).checks
+    assert isinstance(cached.book.index_cache.get("fast"), fast_index.BookIndex)
+    assert [(c.fingerprint, c.level, c.value) for c in kept_checks] == [
+        (c.fingerprint, c.level, c.value) for c in evaluate(fresh.book, limits, later).checks
+    ]
+    values = {(c.limit.name, c.subject.scope_key): c.value for c in kept_checks}
+    assert [values["gross", a] for a in ("ex:a", "ex:b", "ex:c")] == [Decimal(170), Decimal(270), Decimal(170)]
+    # equity = 1000 + unrealized P&L of the perpetuals: 1017 with avg 90, 1009.5 with avg 95 (less equity)
+    assert values["leverage", "ex:c"] > values["leverage", "ex:a"] > Decimal("0.167")
