@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -41,6 +42,12 @@ def docker_engine_answers() -> bool:
 
 
 throwaway_database = database.temporary_database
+
+
+def revision_before(revision: str) -> str:
+    """The revision a migration follows, read from the scripts so a history re-chained by a merge still works."""
+    script = ScriptDirectory.from_config(database.alembic_config("postgresql://unused/x"))
+    return str(script.get_revision(revision).down_revision)
 
 
 @pytest.fixture(scope="session")

@@ -6,21 +6,15 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, create_engine, text
 
 from services import database
-from tests.conftest import throwaway_database
+from tests.conftest import revision_before, throwaway_database
 
 pytestmark = pytest.mark.integration
 
 PARTITIONING = "95c1fdcf939e"
-# The revision before, read from the script so a re-chained history after a merge still works.
-BEFORE = str(
-    ScriptDirectory.from_config(database.alembic_config("postgresql://unused/x"))
-    .get_revision(PARTITIONING)
-    .down_revision
-)
+BEFORE = revision_before(PARTITIONING)
 OLD = datetime(2025, 6, 30, 23, 59, 59, tzinfo=UTC)  # far outside the window the migration creates
 
 

@@ -5,21 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, create_engine, text
 
 from services import database
-from tests.conftest import throwaway_database
+from tests.conftest import revision_before, throwaway_database
 
 pytestmark = pytest.mark.integration
 
 PARTITIONING = "0003d4e5f6a7"
-# The revision before partitioning, read from the script so re-chained heads after a merge still work.
-BEFORE = str(
-    ScriptDirectory.from_config(database.alembic_config("postgresql://unused/x"))
-    .get_revision(PARTITIONING)
-    .down_revision
-)
+BEFORE = revision_before(PARTITIONING)
 OLD = datetime(2025, 6, 30, 23, 59, 59, tzinfo=UTC)  # far outside the window the migration creates
 
 
