@@ -84,10 +84,12 @@ def test_database_password_is_masked_everywhere_it_is_shown() -> None:
 
 def test_bad_secret_value_is_not_echoed(tmp_path: Path) -> None:
     cfg = tmp_path / "rm.toml"
-    cfg.write_text("[database]\nurl = 42\n")
+    cfg.write_text("[database]\nurl = 73519\n")
     with pytest.raises(ConfigError) as info:
         config.load(str(cfg), env={})
-    assert "42" not in str(info.value)
+    message = str(info.value).replace(str(cfg), "")  # the file's path may hold any digits (pytest-42/)
+    assert "73519" not in message
+    assert "***" in message
 
 
 def test_reference_lists_every_setting_with_its_variable() -> None:
