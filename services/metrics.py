@@ -273,6 +273,11 @@ LIMITS_RELOADS = Counter(
 )
 LIMITS_IN_FORCE = Gauge("risk_monitor_limits_in_force", "Limits in force (enabled or not) after the last reload.")
 
+TICK_ALERT_QUEUE = Gauge(
+    "risk_monitor_tick_alert_queue",
+    "Tick-path batches of level changes waiting for the alert writer (grows while the database is down).",
+)
+
 # === History partitions and retention (issue 8) =========================================================
 # Published by jobs/maintain_partitions.py after each run; `table` is one of the six history tables.
 
