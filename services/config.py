@@ -284,7 +284,7 @@ _FIELDS: tuple[_Field, ...] = (
     _Field("grpc.max_message_bytes", _parse_int, "Largest gRPC message accepted or sent."),
     _Field("grpc.watch_poll_interval_s", _parse_float, "WatchAlerts: how often the alert event log is polled."),
     _Field("grpc.watch_queue_size", _parse_int, "WatchAlerts: events a subscriber may lag before it is dropped."),
-    _Field("grpc.tick_queue_size", _parse_int, "StreamTicks: alert writer queue depth (batches) past which a warning is logged."),
+    _Field("grpc.tick_queue_size", _parse_int, "StreamTicks: alert writer queue depth (batches) that logs a warning."),
     _Field("grpc.tick_state_resync_s", _parse_float, "StreamTicks: re-seed the in-memory state from snapshots."),
     # --- several replicas (issue 8) ---
     _Field(

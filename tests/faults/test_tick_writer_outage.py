@@ -44,7 +44,9 @@ def test_ticks_keep_flowing_and_every_level_change_is_written_after_an_outage(
         venues.balances("binance", "acct-1", {"USDT": "1000"}, NOW, collected=NOW)
         venues.prices("md", {"BTC-USDT": "100", "USDT-USD": "1"}, NOW)
         key = "binance:acct-1"
-        gross = limit("gross-1", LimitType.GROSS_NOTIONAL, warn="250", critical="400", scope=Scope.ACCOUNT, scope_ref=key)
+        gross = limit(
+            "gross-1", LimitType.GROSS_NOTIONAL, warn="250", critical="400", scope=Scope.ACCOUNT, scope_ref=key
+        )
         account_ids: dict[str, int] = {}
         writer = TickAlertWriter(store_persist(engine, account_ids), warn_depth=WARN_DEPTH, retry_s=0.05)
         writer.start()
