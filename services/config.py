@@ -266,6 +266,11 @@ _FIELDS: tuple[_Field, ...] = (
         "Days of account_risk_history (per-account risk figures over time) kept.",
     ),
     _Field(
+        "retention.delivered_notifications_days",
+        _parse_positive_int,
+        "Days delivered outbox rows and their attempts are kept (notification_deliveries keeps every delivery).",
+    ),
+    _Field(
         "retention.maintenance_interval_s",
         _parse_float,
         "Seconds between partition maintenance runs (and one at start).",
@@ -375,6 +380,7 @@ class Settings:
     retention_rejected_records_days: int = 90
     retention_evaluations_days: int = 90
     retention_account_risk_history_days: int = 400
+    retention_delivered_notifications_days: int = 30
     retention_maintenance_interval_s: float = 3600.0
     # --- several replicas (issue 8) ---
     leases_enabled: bool = True

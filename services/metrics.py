@@ -145,6 +145,10 @@ ALERTMANAGER_RESENDS = Counter(
     "Re-posts of the active alerts to Alertmanager, by outcome (ok or failed).",
     ["outcome"],
 )
+NOTIFICATIONS_PURGED = Counter(
+    "risk_monitor_notifications_purged_total",
+    "Delivered outbox rows deleted by retention (with their attempts; the delivery record is kept).",
+)
 REGISTRY_HEARTBEATS = Counter(
     "risk_monitor_registry_heartbeats_total",
     "Service-registry writes (register and refresh), by outcome (ok or failed).",
