@@ -1,4 +1,5 @@
-"""Partition maintenance job: daily partitions ahead, retention by dropping whole days, strays reported."""
+"""Partition maintenance job: daily partitions ahead, retention by dropping whole days, strays reported,
+and delivered notifications purged (their delivery records kept)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from datetime import datetime
 from sqlalchemy import Engine
 
 from services import metrics, partitions
+from services.notifications import retention
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +26,8 @@ class MaintainPartitions:
     tables: Sequence[partitions.HistoryTable] = partitions.HISTORY_TABLES
 
     def __call__(self) -> None:
-        today = self.clock().date()
+        now = self.clock()
+        today = now.date()
         for table in self.tables:
             try:
                 report = partitions.maintain(self.engine, table, self.policy, today=today)
@@ -44,3 +47,15 @@ class MaintainPartitions:
                     report.dropped,
                     report.kept_for_heads,
                 )
+        self._purge_notifications(now)
+
+    def _purge_notifications(self, now: datetime) -> None:
+        try:
+            purged = retention.purge_delivered(self.engine, now=now, days=self.policy.delivered_notifications_days)
+        except Exception:
+            # Batches already committed stay purged; the rest is retried next run.
+            metrics.PARTITION_MAINTENANCE_FAILURES.labels("notification_outbox").inc()
+            log.exception("purging delivered notifications failed")
+            return
+        if purged:
+            log.info("purged %d delivered notification outbox rows (delivery records kept)", purged)

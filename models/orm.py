@@ -540,6 +540,25 @@ class NotificationAttemptRow(Base):
     error: Mapped[str | None]
 
 
+class NotificationDeliveryRow(Base):
+    """Append-only record of a delivered outbox row, kept after the outbox row is purged (auditors).
+
+    Written in the transaction that marks the outbox row delivered (services/notifications/outbox.py);
+    a database trigger refuses UPDATE, DELETE and TRUNCATE. No foreign key to the outbox: its rows go."""
+
+    __tablename__ = "notification_deliveries"
+
+    outbox_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    event_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("alert_events.id"), index=True)
+    channel: Mapped[str]
+    idempotency_key: Mapped[str]
+    payload: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]  # when the outbox row was written
+    delivered_at: Mapped[datetime] = mapped_column(index=True)
+    attempts: Mapped[int] = mapped_column(Integer)  # including the successful one
+    status_code: Mapped[int | None] = mapped_column(Integer)
+
+
 # --- current state views --------------------------------------------------------------------------
 # Created by migration 0001 (the SQL is frozen there); declared here, outside Base.metadata, so queries
 # can use them as tables and autogenerate does not try to create them.

@@ -266,6 +266,7 @@ class Monitor:
             rejected_records_days=s.retention_rejected_records_days,
             evaluations_days=s.retention_evaluations_days,
             account_risk_history_days=s.retention_account_risk_history_days,
+            delivered_notifications_days=s.retention_delivered_notifications_days,
         )
         job = maintain_partitions.MaintainPartitions(self.engine, policy, clock=lambda: datetime.now(UTC))
         return schedule.ScheduledJob(

@@ -266,6 +266,11 @@ _FIELDS: tuple[_Field, ...] = (
         "Days of account_risk_history (per-account risk figures over time) kept.",
     ),
     _Field(
+        "retention.delivered_notifications_days",
+        _parse_positive_int,
+        "Days delivered outbox rows and their attempts are kept (notification_deliveries keeps every delivery).",
+    ),
+    _Field(
         "retention.maintenance_interval_s",
         _parse_float,
         "Seconds between partition maintenance runs (and one at start).",
@@ -284,7 +289,7 @@ _FIELDS: tuple[_Field, ...] = (
     _Field("grpc.max_message_bytes", _parse_int, "Largest gRPC message accepted or sent."),
     _Field("grpc.watch_poll_interval_s", _parse_float, "WatchAlerts: how often the alert event log is polled."),
     _Field("grpc.watch_queue_size", _parse_int, "WatchAlerts: events a subscriber may lag before it is dropped."),
-    _Field("grpc.tick_queue_size", _parse_int, "StreamTicks: tick batches queued for the alert writer."),
+    _Field("grpc.tick_queue_size", _parse_int, "StreamTicks: alert writer queue depth (batches) that logs a warning."),
     _Field("grpc.tick_state_resync_s", _parse_float, "StreamTicks: re-seed the in-memory state from snapshots."),
     # --- several replicas (issue 8) ---
     _Field(
@@ -375,6 +380,7 @@ class Settings:
     retention_rejected_records_days: int = 90
     retention_evaluations_days: int = 90
     retention_account_risk_history_days: int = 400
+    retention_delivered_notifications_days: int = 30
     retention_maintenance_interval_s: float = 3600.0
     # --- several replicas (issue 8) ---
     leases_enabled: bool = True

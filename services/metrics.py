@@ -6,6 +6,7 @@ Labels stay low-cardinality: job, path, method, status; never an account, alert 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info
@@ -144,6 +145,10 @@ ALERTMANAGER_RESENDS = Counter(
     "Re-posts of the active alerts to Alertmanager, by outcome (ok or failed).",
     ["outcome"],
 )
+NOTIFICATIONS_PURGED = Counter(
+    "risk_monitor_notifications_purged_total",
+    "Delivered outbox rows deleted by retention (with their attempts; the delivery record is kept).",
+)
 REGISTRY_HEARTBEATS = Counter(
     "risk_monitor_registry_heartbeats_total",
     "Service-registry writes (register and refresh), by outcome (ok or failed).",
@@ -168,6 +173,10 @@ class CallbackGauge(Collector):
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
         self._source: Callable[[], Mapping[tuple[str, ...], float]] | None = None
+        # Whether the last read failed: an outage is logged once when it starts and once when it ends,
+        # not with a traceback per scrape (every 15 s per gauge for as long as the database is down).
+        self._failing = False
+        self._state_lock = threading.Lock()
 
     def bind(self, source: Callable[[], Mapping[tuple[str, ...], float]] | None) -> None:
         self._source = source
@@ -182,14 +191,40 @@ class CallbackGauge(Collector):
         if source is not None:
             try:
                 values = source()
-            except Exception:  # noqa: BLE001 - the scrape must not fail because a source did
-                _log.warning("metric %s: source failed", self.name, exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - the scrape must not fail because a source did
+                self._failed(exc)
                 values = {}
+            else:
+                self._recovered()
             for labels, value in sorted(values.items()):
                 family.add_metric(list(labels), value)
         return [family]
 
+    def _failed(self, exc: Exception) -> None:
+        METRIC_SOURCE_FAILURES.labels(self.name).inc()
+        with self._state_lock:
+            first, self._failing = not self._failing, True
+        if first:
+            _log.warning(
+                "metric %s: source failed, exporting no samples until it recovers: %s: %s",
+                self.name,
+                type(exc).__name__,
+                str(exc).strip().splitlines()[0] if str(exc).strip() else "",
+                extra={"metric": self.name},
+            )
 
+    def _recovered(self) -> None:
+        with self._state_lock:
+            was_failing, self._failing = self._failing, False
+        if was_failing:
+            _log.info("metric %s: source recovered", self.name, extra={"metric": self.name})
+
+
+METRIC_SOURCE_FAILURES = Counter(
+    "risk_monitor_metric_source_failures_total",
+    "Scrapes where a gauge computed at scrape time could not read its source (database down or slow).",
+    ["metric"],
+)
 DATA_STALENESS = CallbackGauge(
     "risk_data_staleness_seconds",
     "Seconds since the newest accepted data per venue and kind (+Inf: never collected); computed at scrape time.",
@@ -241,6 +276,11 @@ LIMITS_RELOADS = Counter(
     "risk_monitor_limits_reloads_total", "Limits file checks that changed something, by result.", ["result"]
 )
 LIMITS_IN_FORCE = Gauge("risk_monitor_limits_in_force", "Limits in force (enabled or not) after the last reload.")
+
+TICK_ALERT_QUEUE = Gauge(
+    "risk_monitor_tick_alert_queue",
+    "Tick-path batches of level changes waiting for the alert writer (grows while the database is down).",
+)
 
 # === History partitions and retention (issue 8) =========================================================
 # Published by jobs/maintain_partitions.py after each run; `table` is one of the six history tables.

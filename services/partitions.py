@@ -64,6 +64,9 @@ class RetentionPolicy:
     rejected_records_days: int = 90
     evaluations_days: int = 90
     account_risk_history_days: int = 400  # a year of risk figures plus a margin: year-on-year questions
+    # Delivered outbox rows and their attempts (not partitioned: purged in batches, services/notifications/
+    # retention.py); the notification_deliveries record of each delivery is kept.
+    delivered_notifications_days: int = 30
 
     def days_for(self, table: HistoryTable) -> int:
         days: int = getattr(self, table.retention)

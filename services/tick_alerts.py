@@ -1,11 +1,16 @@
 """Background writer for level changes found on the tick path: StreamTicks never waits on the database.
 
-``LiveRisk`` submits each batch that changed a level; a writer thread drains the bounded queue and
-persists everything it took in one call (one transaction in the alert store), so a burst of batches
-costs one round trip. Durability (also in the .proto and docs/api.md): a stopping server flushes the
-queue before the database engine is disposed; a crash loses at most the queued changes. The queue is
-bounded: when the database falls behind, ``submit`` blocks, which slows the tick streams
-(back-pressure) instead of growing memory or dropping breaches.
+``LiveRisk`` submits each batch that changed a level; a writer thread drains the queue and persists
+everything it took in one call (one transaction in the alert store), so a burst of batches costs one
+round trip. Durability (also in the .proto and docs/api.md): a stopping server flushes the queue before
+the database engine is disposed; a crash loses at most the queued changes.
+
+The queue is unbounded. ``submit`` runs inside ``LiveRisk``'s lock, so a bounded queue that blocked
+when full stopped every tick stream during a long database outage; and dropping or merging queued
+changes would lose level changes the audit trail must show (an escalation then de-escalation is two
+events, not zero). Memory grows by the queued changes only (batches that change no level are never
+queued); ``risk_monitor_tick_alert_queue`` shows the depth and a warning is logged when it passes
+``warn_depth`` (``grpc.tick_queue_size``), so an outage that long is seen long before memory matters.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from datetime import datetime
 from sqlalchemy import Engine
 
 from models.risk import Alert, AlertEvent, AlertState, Transition, step
+from services import metrics
 from services.alert_records import StoredEvent, read_alerts
 from services.alert_store import AlertContext, apply_transitions
 from services.live_risk import BatchOutcome
@@ -39,13 +45,16 @@ class TickAlertWriter:
         self,
         persist: Persist,
         *,
-        queue_size: int = 10_000,
+        warn_depth: int = 10_000,
         max_batch: int = 500,
         retry_s: float = 1.0,
         on_persisted: Callable[[], None] = lambda: None,
     ) -> None:
         self._persist = persist
-        self._queue: queue.Queue[object] = queue.Queue(queue_size)
+        # SimpleQueue: unbounded, put never blocks (see the module docstring), and cheaper than Queue.
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._warn_depth = max(1, warn_depth)
+        self._warned = False  # set past warn_depth, cleared once the queue has drained below half of it
         self._max_batch = max_batch
         self._retry_s = retry_s
         self._on_persisted = on_persisted  # e.g. wake the WatchAlerts poller
@@ -56,7 +65,18 @@ class TickAlertWriter:
         self._thread.start()
 
     def submit(self, outcome: BatchOutcome, now: datetime) -> None:
-        self._queue.put((outcome, now))  # blocks when full: back-pressure, see the module docstring
+        """Never blocks: called under ``LiveRisk``'s lock, on the tick path."""
+        self._queue.put((outcome, now))
+        depth = self._queue.qsize()
+        metrics.TICK_ALERT_QUEUE.set(depth)
+        if depth > self._warn_depth and not self._warned:
+            self._warned = True  # one line per episode, not one per batch
+            log.warning(
+                "tick alert queue at %d batches (grpc.tick_queue_size %d): the database is not keeping up;"
+                " the changes are kept in memory until it does",
+                depth,
+                self._warn_depth,
+            )
 
     def pending(self) -> int:
         return self._queue.qsize()
@@ -67,6 +87,13 @@ class TickAlertWriter:
         self._thread.join(timeout_s)
         if self._thread.is_alive():
             log.error("tick alert writer did not flush within %.0f s; %d batches pending", timeout_s, self.pending())
+
+    def _drained(self) -> None:
+        depth = self._queue.qsize()
+        metrics.TICK_ALERT_QUEUE.set(depth)
+        if self._warned and depth <= self._warn_depth // 2:
+            self._warned = False
+            log.info("tick alert queue back to %d batches", depth)
 
     def _take(self) -> tuple[list[tuple[BatchOutcome, datetime]], bool]:
         items: list[tuple[BatchOutcome, datetime]] = []
@@ -92,15 +119,19 @@ class TickAlertWriter:
             while items:
                 try:
                     self._persist(items)
-                except Exception:  # keep the changes and retry: losing a breach is worse than a delay
+                except Exception as exc:  # keep the changes and retry: losing a breach is worse than a delay
                     attempts += 1
-                    log.exception("persisting %d tick batches failed (attempt %d); retrying", len(items), attempts)
+                    if attempts == 1:
+                        log.exception("persisting %d tick batches failed; retrying", len(items))
+                    elif attempts % 60 == 0:  # about once a minute through an outage, not a traceback a second
+                        log.warning("persisting tick batches still failing (attempt %d): %s", attempts, exc)
                     if stop and attempts >= STOP_ATTEMPTS:
                         log.error("stopping with %d unpersisted tick batches", len(items))
                         return
                     time.sleep(self._retry_s)
                     continue
                 self.persisted_batches += len(items)
+                self._drained()
                 self._on_persisted()
                 break
             if stop:

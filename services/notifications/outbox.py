@@ -56,11 +56,20 @@ _RECORD_ATTEMPT = text(
     """
 )
 
+# Marks the row delivered and writes its permanent record in one statement: the outbox row is purged
+# after retention.delivered_notifications_days, notification_deliveries is kept (auditors).
 _MARK_DELIVERED = text(
     """
-    UPDATE notification_outbox
-    SET delivered_at = now(), attempts = attempts + 1, last_error = NULL
-    WHERE id = :id AND delivered_at IS NULL
+    WITH marked AS (
+        UPDATE notification_outbox
+        SET delivered_at = now(), attempts = attempts + 1, last_error = NULL
+        WHERE id = :id AND delivered_at IS NULL
+        RETURNING id, event_id, channel, idempotency_key, payload, created_at, delivered_at, attempts
+    )
+    INSERT INTO notification_deliveries
+        (outbox_id, event_id, channel, idempotency_key, payload, created_at, delivered_at, attempts, status_code)
+    SELECT id, event_id, channel, idempotency_key, payload, created_at, delivered_at, attempts, :status_code
+    FROM marked
     RETURNING extract(epoch FROM delivered_at - created_at)
     """
 )
@@ -128,7 +137,7 @@ def claim(session: Session, channel: str, *, limit: int, lease_s: float) -> list
 def record_delivered(session: Session, item: OutboxItem, *, status_code: int | None) -> float | None:
     """Returns seconds from the row's creation to its delivery (None if it was already delivered)."""
     session.execute(_RECORD_ATTEMPT, {"id": item.id, "ok": True, "status_code": status_code, "error": None})
-    latency = session.execute(_MARK_DELIVERED, {"id": item.id}).scalar_one_or_none()
+    latency = session.execute(_MARK_DELIVERED, {"id": item.id, "status_code": status_code}).scalar_one_or_none()
     return None if latency is None else float(latency)
 
 

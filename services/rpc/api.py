@@ -100,7 +100,7 @@ def build_api(
         interval_s=s.grpc_watch_poll_interval_s,
         queue_size=s.grpc_watch_queue_size,
     )
-    writer = TickAlertWriter(persist, queue_size=s.grpc_tick_queue_size, on_persisted=poller.wake)
+    writer = TickAlertWriter(persist, warn_depth=s.grpc_tick_queue_size, on_persisted=poller.wake)
     live = LiveRisk(book, limits, clock(), writer)
     servicer = RiskMonitorServicer(engine, poller, live, acknowledge, clock)
     principals = load_tokens(s.grpc_tokens, s.grpc_tokens_file)

@@ -107,7 +107,7 @@ def test_the_tick_writer_flushes_everything_on_stop_and_retries_failures() -> No
             raise RuntimeError("database hiccup")
         persisted.extend(n for n, _ in items)
 
-    writer = TickAlertWriter(persist, queue_size=100, retry_s=0.01)  # type: ignore[arg-type]
+    writer = TickAlertWriter(persist, warn_depth=100, retry_s=0.01)  # type: ignore[arg-type]
     writer.start()
     for n in range(50):
         writer.submit(n, T)  # type: ignore[arg-type]
