@@ -1,6 +1,10 @@
 """Soak: a real Monitor at 1k accounts x 10 positions, 1 s collection and evaluation, and a 5k ticks/s stream.
 
     .venv/bin/python benchmarks/soak.py [--duration 600] [--accounts 1000] [--ticks-per-s 5000] [--idle-s 20]
+                                        [--batch 100]
+
+The venues are read through their batched endpoints, ``--batch`` accounts per request (0: one request per
+account, which at 1k accounts is ~4k requests/s and more CPU than one process has; docs/performance.md).
 
 The sandbox venues run in a child process (`python -m sandbox`, ten traded symbols, every account traded
 into about ten positions before the monitor starts), and so does the tick client (a `StreamTicks` stream of
@@ -254,6 +258,7 @@ def main() -> None:
     parser.add_argument("--ticks-per-s", type=float, default=5000.0, help="tick stream rate (0: no stream)")
     parser.add_argument("--idle-s", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=16, help="collection.concurrency (requests per venue)")
+    parser.add_argument("--batch", type=int, default=100, help="accounts per venue request (0: one per account)")
     parser.add_argument("--tick-client", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     duration = args.minutes * 60 if args.minutes is not None else args.duration
@@ -277,9 +282,10 @@ def main() -> None:
             custodians = where["custodians"]
             assert isinstance(exchanges, dict)
             assert isinstance(custodians, dict)
+            batch = args.batch or None
             venues = (
-                *(VenueSettings(v, "exchange", url=u) for v, u in exchanges.items()),
-                *(VenueSettings(v, "custodian", url=u) for v, u in custodians.items()),
+                *(VenueSettings(v, "exchange", url=u, batch=batch) for v, u in exchanges.items()),
+                *(VenueSettings(v, "custodian", url=u, batch=batch) for v, u in custodians.items()),
                 VenueSettings("market-data", "market_data", target=str(where["market_data"])),
             )
             settings = Settings(
@@ -351,6 +357,9 @@ def main() -> None:
     print(f"RSS every 15 s (MB): {rss_timeline}")
     print(f"scheduler lateness idle:   {idle_lateness}")
     print(f"scheduler lateness loaded: {loaded_lateness}")
+    if idle_lateness.get("p99_ms") and "p99_ms" in loaded_lateness:
+        ratio = loaded_lateness["p99_ms"] / idle_lateness["p99_ms"]
+        print(f"lateness p99 loaded/idle: {ratio:.2f}x (target <= 3x)")
     print(f"CPU share of the monitor process: {cpu / wall:.1%} of one core ({cpu:.0f} s CPU / {wall:.0f} s wall)")
     print(f"CPU share of the sandbox venues (child process): {venues_cpu / wall:.1%} of one core")
     print(f"load average at the end: {os.getloadavg()}")
@@ -359,6 +368,7 @@ def main() -> None:
     print(f"failed runs (whole process life): {failed or 'none'}")
     mean_eval = durations.get("evaluate", 0.0) / evaluate_runs if evaluate_runs else 0.0
     print(f"evaluation runs: {evaluate_runs:.0f}, mean {mean_eval * 1000:.0f} ms")
+    print(f"venue requests: {'one per account' if not args.batch else f'{args.batch} accounts per request'}")
     print(f"tick stream ({args.ticks_per_s:.0f} ticks/s offered, batches of {TICK_BATCH}): {tick_figures}")
     for job in sorted(j for j in runs if j.startswith("collect.")):
         mean = durations.get(job, 0.0) / runs[job] if runs[job] else 0.0
