@@ -1,6 +1,10 @@
 """Soak: a real Monitor at 1k accounts x 10 positions, 1 s collection and evaluation, and a 5k ticks/s stream.
 
     .venv/bin/python benchmarks/soak.py [--duration 600] [--accounts 1000] [--ticks-per-s 5000] [--idle-s 20]
+                                        [--batch 100]
+
+The venues are read through their batched endpoints, ``--batch`` accounts per request (0: one request per
+account, which at 1k accounts is ~4k requests/s and more CPU than one process has; docs/performance.md).
 
 The sandbox venues run in a child process (`python -m sandbox`, ten traded symbols, every account traded
 into about ten positions before the monitor starts), and so does the tick client (a `StreamTicks` stream of
@@ -16,6 +20,7 @@ round trips.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import random
@@ -37,7 +42,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import create_engine, text
 
 from jobs import schedule
-from services import database
+from services import database, runtime
 from services.app import Monitor
 from services.config import Settings
 from services.venue_settings import VenueSettings
@@ -72,6 +77,30 @@ type = "gross_notional"
 warn = "40000000"
 critical = "50000000"
 """
+
+
+class GcPauses:
+    """Durations of the cyclic garbage collector's runs per generation (gc.callbacks): a full collection
+    holds the GIL for its whole length, so it shows up directly as scheduler lateness."""
+
+    def __init__(self) -> None:
+        self.pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses[info["generation"]].append(time.perf_counter() - self._started)
+
+    def reset(self) -> None:
+        self.pauses = {0: [], 1: [], 2: []}
+
+    def summary(self) -> dict[str, str]:
+        return {
+            f"gen{g}": f"{len(v)} runs, max {max(v) * 1000:.1f} ms, total {sum(v):.2f} s" if v else "0 runs"
+            for g, v in self.pauses.items()
+        }
 
 
 class Probe:
@@ -253,7 +282,11 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=1000)
     parser.add_argument("--ticks-per-s", type=float, default=5000.0, help="tick stream rate (0: no stream)")
     parser.add_argument("--idle-s", type=float, default=20.0)
-    parser.add_argument("--concurrency", type=int, default=16, help="collection.concurrency (requests per venue)")
+    parser.add_argument("--concurrency", type=int, default=2, help="collection.concurrency (requests per venue)")
+    parser.add_argument("--batch", type=int, default=100, help="accounts per venue request (0: one per account)")
+    parser.add_argument(
+        "--python-defaults", action="store_true", help="skip `serve`'s interpreter tuning (services/runtime.py)"
+    )
     parser.add_argument("--tick-client", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     duration = args.minutes * 60 if args.minutes is not None else args.duration
@@ -277,9 +310,10 @@ def main() -> None:
             custodians = where["custodians"]
             assert isinstance(exchanges, dict)
             assert isinstance(custodians, dict)
+            batch = args.batch or None
             venues = (
-                *(VenueSettings(v, "exchange", url=u) for v, u in exchanges.items()),
-                *(VenueSettings(v, "custodian", url=u) for v, u in custodians.items()),
+                *(VenueSettings(v, "exchange", url=u, batch=batch) for v, u in exchanges.items()),
+                *(VenueSettings(v, "custodian", url=u, batch=batch) for v, u in custodians.items()),
                 VenueSettings("market-data", "market_data", target=str(where["market_data"])),
             )
             settings = Settings(
@@ -297,14 +331,23 @@ def main() -> None:
                 collection_concurrency=args.concurrency,
                 collection_read_timeout_s=10.0,
             )
+            if not args.python_defaults:  # as `risk-monitor serve` does
+                runtime.tune(
+                    switch_interval_ms=settings.runtime_switch_interval_ms,
+                    gc_gen0_threshold=settings.runtime_gc_gen0_threshold,
+                )
             monitor = Monitor(settings)
             monitor.start()
+            if not args.python_defaults:
+                runtime.freeze()
             try:
                 ticks = None
                 if args.ticks_per_s > 0:  # runs through warm-up and the loaded phase; reports at its end
                     ticks = start_tick_client(monitor.grpc_port, args.ticks_per_s, 20 + duration)
                 time.sleep(20)  # warm-up: first full collection, first evaluation (opens every alert)
                 rss_start = rss_mb()
+                gc_pauses = GcPauses()
+                gc.callbacks.append(gc_pauses)
                 cpu_start, wall_start = time.process_time(), time.monotonic()
                 venues_cpu_start = cpu_seconds(sandbox.pid)
                 missed_start = counter_total("risk_monitor_job_missed_total")
@@ -319,6 +362,7 @@ def main() -> None:
                 sampler = threading.Thread(target=sample_rss, daemon=True)
                 sampler.start()
                 loaded_lateness = run_probe(monitor.scheduler, probe, duration)
+                gc.callbacks.remove(gc_pauses)
                 sampling.set()
                 cpu = time.process_time() - cpu_start
                 wall = time.monotonic() - wall_start
@@ -351,6 +395,10 @@ def main() -> None:
     print(f"RSS every 15 s (MB): {rss_timeline}")
     print(f"scheduler lateness idle:   {idle_lateness}")
     print(f"scheduler lateness loaded: {loaded_lateness}")
+    if idle_lateness.get("p99_ms") and "p99_ms" in loaded_lateness:
+        ratio = loaded_lateness["p99_ms"] / idle_lateness["p99_ms"]
+        print(f"lateness p99 loaded/idle: {ratio:.2f}x (target <= 3x)")
+    print(f"garbage collector (loaded phase): {gc_pauses.summary()}")
     print(f"CPU share of the monitor process: {cpu / wall:.1%} of one core ({cpu:.0f} s CPU / {wall:.0f} s wall)")
     print(f"CPU share of the sandbox venues (child process): {venues_cpu / wall:.1%} of one core")
     print(f"load average at the end: {os.getloadavg()}")
@@ -359,6 +407,9 @@ def main() -> None:
     print(f"failed runs (whole process life): {failed or 'none'}")
     mean_eval = durations.get("evaluate", 0.0) / evaluate_runs if evaluate_runs else 0.0
     print(f"evaluation runs: {evaluate_runs:.0f}, mean {mean_eval * 1000:.0f} ms")
+    tuning = "Python's defaults" if args.python_defaults else "tuned as by serve (services/runtime.py)"
+    print(f"interpreter: {tuning}, switch interval {sys.getswitchinterval() * 1000:.2f} ms, gc {gc.get_threshold()}")
+    print(f"venue requests: {'one per account' if not args.batch else f'{args.batch} accounts per request'}")
     print(f"tick stream ({args.ticks_per_s:.0f} ticks/s offered, batches of {TICK_BATCH}): {tick_figures}")
     for job in sorted(j for j in runs if j.startswith("collect.")):
         mean = durations.get(job, 0.0) / runs[job] if runs[job] else 0.0

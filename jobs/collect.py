@@ -46,6 +46,7 @@ class CollectPositions:
     tracker: StalenessTracker
     clock: Clock = utc_now
     fan_out: FanOutMap = sequential  # the venue's request pool
+    batch: int = 0  # accounts per request (the venue's batched endpoints); 0: one request per account
     shards: ShardFilter | None = None  # several replicas: only the accounts of the shards this one holds
 
     @property
@@ -60,6 +61,7 @@ class CollectPositions:
             kind=self.kind,
             job=self.id,
             clock=self.clock,
+            batch=self.batch,
             fan_out=self.fan_out,
             only=_only(self.shards, self.id, self.venue_id),
         )
@@ -85,6 +87,7 @@ class CollectCustody:
     exchanges: tuple[str, ...]  # venue ids segregated balances may refer to
     clock: Clock = utc_now
     fan_out: FanOutMap = sequential
+    batch: int = 0
     shards: ShardFilter | None = None
 
     @property
@@ -99,6 +102,7 @@ class CollectCustody:
             exchanges=self.exchanges,
             job=self.id,
             clock=self.clock,
+            batch=self.batch,
             fan_out=self.fan_out,
             only=_only(self.shards, self.id, self.venue_id),
         )
@@ -257,8 +261,8 @@ def build_collection(
             balances = ExchangeClient(v.url, name=v.id, api_key=v.api_key or None, policy=policy)
             built.http_clients += [(v.id, positions), (v.id, balances)]
             jobs = (
-                CollectPositions(v.id, positions, store, tracker, clock, fan_out.map, shards),
-                CollectBalances(v.id, balances, store, tracker, clock, fan_out.map, shards),
+                CollectPositions(v.id, positions, store, tracker, clock, fan_out.map, v.batch or 0, shards),
+                CollectBalances(v.id, balances, store, tracker, clock, fan_out.map, v.batch or 0, shards),
             )
             schedule(jobs[0], s.collection_positions_interval_s)
             schedule(jobs[1], s.collection_balances_interval_s)
@@ -269,7 +273,9 @@ def build_collection(
             custody = CustodianClient(v.url, name=v.id, api_key=v.api_key or None, policy=policy)
             settlements = CustodianClient(v.url, name=v.id, api_key=v.api_key or None, policy=policy)
             built.http_clients += [(v.id, custody), (v.id, settlements)]
-            custody_job = CollectCustody(v.id, custody, store, tracker, exchanges, clock, fan_out.map, shards)
+            custody_job = CollectCustody(
+                v.id, custody, store, tracker, exchanges, clock, fan_out.map, v.batch or 0, shards
+            )
             schedule(custody_job, s.collection_balances_interval_s)
             built.per_account.add(custody_job.id)
             schedule(

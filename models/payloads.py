@@ -104,6 +104,10 @@ class PriceRecord:
 
 
 R = TypeVar("R")
+P = TypeVar("P")
+
+# A body as it arrived (bytes/str), or an entry already decoded out of a batch response.
+Payload = bytes | str | dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +304,9 @@ def parse_price(raw: Mapping[str, Any], *, now: datetime, max_skew: timedelta = 
 # -- envelopes --------------------------------------------------------------------------------------
 
 
-def _load(body: bytes | str) -> Any:
+def _load(body: Payload) -> Any:
+    if isinstance(body, dict):
+        return body  # one entry of a batch response: decoded once with the whole body
     try:
         # Decimal for floats *and* NaN/Infinity tokens: bad numbers are then rejected per record.
         return json.loads(body, parse_float=Decimal, parse_constant=Decimal)
@@ -309,7 +315,7 @@ def _load(body: bytes | str) -> Any:
 
 
 def _envelope(
-    body: bytes | str,
+    body: Payload,
     list_key: str,
     *,
     ctx: _Context,
@@ -353,7 +359,7 @@ def _collect(items: list[Any], parse_one: Callable[[Mapping[str, Any]], R]) -> t
     return accepted, rejected
 
 
-def parse_exchange_accounts(body: bytes | str, *, now: datetime) -> ParseResult[AccountRecord]:
+def parse_exchange_accounts(body: Payload, *, now: datetime) -> ParseResult[AccountRecord]:
     _, items, as_of = _envelope(body, "accounts", ctx=_Context(now, DEFAULT_MAX_SKEW))
 
     def one(raw: Mapping[str, Any]) -> AccountRecord:
@@ -365,7 +371,7 @@ def parse_exchange_accounts(body: bytes | str, *, now: datetime) -> ParseResult[
     return ParseResult(*_collect(items, one), as_of=as_of)
 
 
-def parse_client_accounts(body: bytes | str, *, now: datetime) -> ParseResult[AccountRecord]:
+def parse_client_accounts(body: Payload, *, now: datetime) -> ParseResult[AccountRecord]:
     _, items, as_of = _envelope(body, "accounts", ctx=_Context(now, DEFAULT_MAX_SKEW))
 
     def one(raw: Mapping[str, Any]) -> AccountRecord:
@@ -381,7 +387,7 @@ def parse_client_accounts(body: bytes | str, *, now: datetime) -> ParseResult[Ac
 
 
 def parse_positions(
-    body: bytes | str, *, now: datetime, max_skew: timedelta = DEFAULT_MAX_SKEW, account_id: str | None = None
+    body: Payload, *, now: datetime, max_skew: timedelta = DEFAULT_MAX_SKEW, account_id: str | None = None
 ) -> ParseResult[PositionRecord]:
     ctx = _Context(now, max_skew)
     doc, items, as_of = _envelope(body, "positions", ctx=ctx, id_key="account_id", expected_id=account_id)
@@ -389,7 +395,7 @@ def parse_positions(
 
 
 def parse_balances(
-    body: bytes | str, *, now: datetime, max_skew: timedelta = DEFAULT_MAX_SKEW, account_id: str | None = None
+    body: Payload, *, now: datetime, max_skew: timedelta = DEFAULT_MAX_SKEW, account_id: str | None = None
 ) -> ParseResult[BalanceRecord]:
     ctx = _Context(now, max_skew)
     doc, items, as_of = _envelope(body, "balances", ctx=ctx, id_key="account_id", expected_id=account_id)
@@ -401,7 +407,7 @@ def parse_balances(
 
 
 def parse_master_balance(
-    body: bytes | str, *, now: datetime, max_skew: timedelta = DEFAULT_MAX_SKEW, client_id: str | None = None
+    body: Payload, *, now: datetime, max_skew: timedelta = DEFAULT_MAX_SKEW, client_id: str | None = None
 ) -> ParseResult[CustodyBalanceRecord]:
     ctx = _Context(now, max_skew)
     doc, items, as_of = _envelope(body, "balances", ctx=ctx, id_key="client_id", expected_id=client_id)
@@ -413,7 +419,7 @@ def parse_master_balance(
 
 
 def parse_segregated_balances(
-    body: bytes | str, *, now: datetime, max_skew: timedelta = DEFAULT_MAX_SKEW, client_id: str | None = None
+    body: Payload, *, now: datetime, max_skew: timedelta = DEFAULT_MAX_SKEW, client_id: str | None = None
 ) -> ParseResult[CustodyBalanceRecord]:
     """Flattens `accounts[].balances[]`; a bad account entry is rejected whole, a bad balance alone."""
     ctx = _Context(now, max_skew)
@@ -444,8 +450,61 @@ def parse_segregated_balances(
 
 
 def parse_settlements(
-    body: bytes | str, *, now: datetime, max_skew: timedelta = DEFAULT_MAX_SKEW
+    body: Payload, *, now: datetime, max_skew: timedelta = DEFAULT_MAX_SKEW
 ) -> ParseResult[SettlementRecord]:
     ctx = _Context(now, max_skew)
     _, items, as_of = _envelope(body, "settlements", ctx=ctx)
     return ParseResult(*_collect(items, lambda raw: _settlement(raw, ctx)), as_of=as_of)
+
+
+# -- batches ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult(Generic[P]):
+    """One batch response split per requested id: parsed results, per-id failures, stray entries."""
+
+    results: dict[str, P] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)  # requested id -> why it has no result
+    rejected: list[Rejected] = field(default_factory=list)  # entries for ids nobody asked for, or repeated
+
+
+def parse_batch(
+    body: Payload, *, id_key: str, requested: list[str], parse_one: Callable[[dict[str, Any], str], P]
+) -> BatchResult[P]:
+    """Split `{"as_of", "results": [doc | {id_key, "error": {...}}]}` into one result per requested id.
+
+    Each entry is the document the single-id endpoint would answer with, so `parse_one` is that endpoint's
+    parser. An entry the venue marks as an error, an entry that is malformed as a whole, and an id the venue
+    left out each become a failure of that id alone: the rest of the batch is kept.
+    """
+    doc = _load(body)
+    if not isinstance(doc, dict):
+        raise MalformedResponse(f"top level is {type(doc).__name__}, expected an object")
+    entries = doc.get("results")
+    if not isinstance(entries, list):
+        raise MalformedResponse("'results' is missing or not a list")
+    wanted = set(requested)
+    out: BatchResult[P] = BatchResult()
+    seen: set[str] = set()
+    for entry in entries:
+        key = entry.get(id_key) if isinstance(entry, dict) else None
+        if not isinstance(entry, dict) or key not in wanted or key in seen:
+            why = "was not requested" if key not in wanted else "appears twice in the batch"
+            shown = f"{id_key} {_show(key)}" if isinstance(entry, dict) else f"entry {_show(entry)}"
+            out.rejected.append(Rejected(entry, f"batch {shown} {why}"))
+            continue
+        seen.add(key)
+        error = entry.get("error")
+        if error is not None:
+            message = error.get("message") if isinstance(error, dict) else error
+            out.failures[key] = f"venue error: {_show(message)}"
+            continue
+        try:
+            out.results[key] = parse_one(entry, key)
+        except MalformedResponse as exc:
+            out.failures[key] = exc.reason
+    for key in requested:
+        if key not in seen:
+            out.failures.setdefault(key, "missing from the batch response")
+    return out

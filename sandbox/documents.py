@@ -15,6 +15,13 @@ Document = dict[str, Any]
 T = TypeVar("T")
 
 
+MAX_BATCH = 1000  # ids per batched request; more is a 400, as a real venue would refuse
+
+
+class BadRequest(ValueError):
+    """The request itself is wrong (400)."""
+
+
 class NotFound(LookupError):
     def __init__(self, what: str) -> None:
         super().__init__(what)
@@ -27,14 +34,36 @@ class Route:
     render: Callable[[], Document]
 
 
+def batched(
+    ids: list[str], id_key: str, render: Callable[[str], Document], clock: Callable[[], datetime]
+) -> Callable[[], Document]:
+    """A batched route: one entry per requested id, each the single-id document or an error entry."""
+    if len(ids) > MAX_BATCH:
+        raise BadRequest(f"at most {MAX_BATCH} {id_key} values per request, got {len(ids)}")
+
+    def render_all() -> Document:
+        results: list[Document] = []
+        for key in ids:
+            try:
+                results.append(render(key))
+            except NotFound as exc:
+                results.append({id_key: key, "error": {"code": "NOT_FOUND", "message": exc.what}})
+        return {"as_of": rfc3339(clock()), "results": results}
+
+    return render_all
+
+
 def rfc3339(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class ExchangeDocuments:
-    """`GET /api/v1/accounts[/{id}/positions|/{id}/balances]` of one exchange."""
+    """`GET /api/v1/accounts[/{id}/positions|/{id}/balances]` of one exchange, and the batched
+    `GET /api/v1/positions|balances?account_id=..&account_id=..`."""
 
-    _PATH = re.compile(r"/api/v1/accounts(?:/(?P<account>[^/]+)/(?P<what>positions|balances))?")
+    _PATH = re.compile(
+        r"/api/v1/(?:accounts(?:/(?P<account>[^/]+)/(?P<what>positions|balances))?|(?P<batch>positions|balances))"
+    )
 
     def __init__(self, world: SandboxWorld, name: str) -> None:
         self.world, self.name = world, name
@@ -48,6 +77,10 @@ class ExchangeDocuments:
         match = self._PATH.fullmatch(path)
         if not match:
             raise NotFound(path)
+        if batch := match["batch"]:
+            render = self.positions if batch == "positions" else self.balances
+            ids = query.get("account_id", [])
+            return Route(batch, batched(ids, "account_id", render, self.world.clock))
         account, what = match["account"], match["what"]
         if account is None:
             return Route("accounts", self.accounts)
@@ -112,7 +145,8 @@ class CustodianDocuments:
     """Client accounts, master and segregated balances, and pending settlements of one custodian."""
 
     _PATH = re.compile(
-        r"/api/v1/(?:accounts(?:/(?P<client>[^/]+)/(?P<what>master-balance|segregated-balances))?|(?P<stl>settlements))"
+        r"/api/v1/(?:accounts(?:/(?P<client>[^/]+)/(?P<what>master-balance|segregated-balances))?"
+        r"|(?P<stl>settlements)|(?P<batch>master-balances|segregated-balances))"
     )
 
     def __init__(self, world: SandboxWorld, name: str) -> None:
@@ -125,6 +159,11 @@ class CustodianDocuments:
         if match["stl"]:
             status = query.get("status", ["PENDING"])[0]
             return Route("settlements", lambda: self.settlements(status))
+        if batch := match["batch"]:
+            ids = query.get("client_id", [])
+            if batch == "master-balances":
+                return Route("master-balance", batched(ids, "client_id", self.master_balance, self.world.clock))
+            return Route("segregated-balances", batched(ids, "client_id", self.segregated_balances, self.world.clock))
         client, what = match["client"], match["what"]
         if client is None:
             return Route("accounts", self.accounts)

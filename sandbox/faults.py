@@ -128,6 +128,9 @@ _AMOUNT_KEYS = ("available", "free", "quantity", "amount", "avg_price")
 
 
 def _first_record(doc: dict[str, Any]) -> dict[str, Any] | None:
+    results = doc.get("results")  # a batched response: the first entry's first record
+    if isinstance(results, list) and results and isinstance(results[0], dict):
+        return _first_record(results[0])
     for key in ("positions", "balances", "settlements", "accounts"):
         items = doc.get(key)
         if isinstance(items, list) and items and isinstance(items[0], dict):

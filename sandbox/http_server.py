@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
-from sandbox.documents import CustodianDocuments, ExchangeDocuments, NotFound, Route
+from sandbox.documents import BadRequest, CustodianDocuments, ExchangeDocuments, NotFound, Route
 from sandbox.faults import FaultBook, corrupt
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,9 @@ class _VenueHandler(_JsonHandler):
             route = venue.documents.route(url.path, parse_qs(url.query))
         except NotFound:
             self.send_error_json(404, f"no route {url.path}")
+            return
+        except BadRequest as exc:
+            self.send_error_json(400, str(exc))
             return
         venue.faults.started(venue.name)
         try:

@@ -22,7 +22,7 @@ from jobs.collect import Collection, build_collection
 from jobs.evaluate import EvaluateJob
 from jobs.reload_limits import ReloadLimitsJob
 from jobs.resync_tick_state import ResyncTickStateJob
-from services import database, metrics, partitions, tracing
+from services import database, metrics, partitions, runtime, tracing
 from services.alert_feed import AlertFeed
 from services.book_loader import freshness_from_runs, load_book
 from services.config import Settings, secret_from_env
@@ -411,8 +411,12 @@ def serve(settings: Settings) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    runtime.tune(
+        switch_interval_ms=settings.runtime_switch_interval_ms, gc_gen0_threshold=settings.runtime_gc_gen0_threshold
+    )
     monitor = Monitor(settings)
     monitor.start()
+    runtime.freeze()  # what start-up built lives as long as the process: never traverse it again
     try:
         stop.wait()
     finally:

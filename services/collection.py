@@ -13,11 +13,16 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, Generic, TypeVar
 
 from models.payloads import (
     AccountRecord,
+    BalanceRecord,
+    BatchResult,
+    CustodyBalanceRecord,
     MalformedResponse,
     ParseResult,
+    PositionRecord,
 )
 from services import metrics
 from services.collection_rows import (
@@ -67,8 +72,21 @@ class RunOutcome:
 
 # --- use cases --------------------------------------------------------------------------------------
 
-# What one account contributes: its snapshot and its rejected records.
-AccountFetch = Callable[[str, int], tuple[AccountSnapshot, list[Rejection]]]
+T = TypeVar("T")
+Built = tuple[AccountSnapshot, list[Rejection]]  # one account's snapshot and its rejected records
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch(Generic[T]):
+    """How one kind of run reads its accounts: one request per account, or one per chunk of accounts.
+
+    ``one`` and ``many`` return the venue's parsed payloads; ``build`` maps one account's payload to its
+    snapshot (pure). ``many`` is used when the venue is configured with a ``batch`` size.
+    """
+
+    one: Callable[[str], T]
+    many: Callable[[Sequence[str]], BatchResult[T]]
+    build: Callable[[str, int, T], Built]
 
 
 def _failed(store: SnapshotStore, run: RunRecord) -> RunOutcome:
@@ -78,8 +96,8 @@ def _failed(store: SnapshotStore, run: RunRecord) -> RunOutcome:
 
 
 _AccountResult = tuple[AccountSnapshot | None, list[Rejection], str | None]  # snapshot, rejected, failure
-# Runs one call per account and returns the results in order (services.venues.fan_out.FanOut.map).
-FanOutMap = Callable[[Callable[[str], _AccountResult], Sequence[str]], list[_AccountResult]]
+# Runs one call per item and returns the results in order (services.venues.fan_out.FanOut.map).
+FanOutMap = Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]]
 # Narrows the listed accounts to those this replica collects (its account shards); None: all of them.
 AccountFilter = Callable[[Sequence[str]], list[str]]
 
@@ -92,7 +110,8 @@ def _per_account(
     kind: str,
     clock: Clock,
     list_accounts: Callable[[], ParseResult[AccountRecord]],
-    fetch: AccountFetch,
+    fetch: Fetch[Any],
+    batch: int = 0,
     fan_out: FanOutMap = sequential,
     only: AccountFilter | None = None,
 ) -> RunOutcome:
@@ -107,32 +126,81 @@ def _per_account(
         external = only(external)
     ids = store.account_ids(venue_id, external)
 
-    def one(account: str) -> _AccountResult:
+    def build(account: str, payload: Any) -> _AccountResult:
         with log_context(account=account):
             try:
-                snapshot, bad = fetch(account, ids[account])
-            except VENUE_ERRORS as exc:
-                return None, [], str(exc)
+                snapshot, bad = fetch.build(account, ids[account], payload)
             except Exception as exc:  # one account's surprise must not cost the others their snapshot
                 log.exception("collecting %s of %s failed unexpectedly", kind, venue_id)
                 return None, [], f"{type(exc).__name__}: {exc}"
         return snapshot, bad, None
 
+    def one(account: str) -> tuple[list[_AccountResult], list[Rejection]]:
+        with log_context(account=account):
+            try:
+                payload = fetch.one(account)
+            except VENUE_ERRORS as exc:
+                return [(None, [], str(exc))], []
+            except Exception as exc:
+                log.exception("collecting %s of %s failed unexpectedly", kind, venue_id)
+                return [(None, [], f"{type(exc).__name__}: {exc}")], []
+        return [build(account, payload)], []
+
+    def many(chunk: Sequence[str]) -> tuple[list[_AccountResult], list[Rejection]]:
+        # A failed request fails its chunk's accounts only; a failed entry only its account.
+        try:
+            got = fetch.many(chunk)
+        except VENUE_ERRORS as exc:
+            return [(None, [], str(exc))] * len(chunk), []
+        except Exception as exc:
+            log.exception("collecting %s of %s failed unexpectedly", kind, venue_id)
+            return [(None, [], f"{type(exc).__name__}: {exc}")] * len(chunk), []
+        results = [
+            build(a, got.results[a]) if a in got.results else (None, [], got.failures.get(a, "no snapshot"))
+            for a in chunk
+        ]
+        return results, rejections(got.rejected, "batch: ")
+
+    if batch > 0:
+        chunks: list[Sequence[str]] = [external[i : i + batch] for i in range(0, len(external), batch)]
+        done = fan_out(many, chunks)
+    else:
+        chunks, done = [[a] for a in external], fan_out(one, external)
     snapshots: list[AccountSnapshot] = []
     failures: dict[str, str] = {}
     # Concurrent requests, but one batch: the snapshots are still written in one transaction below.
-    for account, (snapshot, bad, failure) in zip(external, fan_out(one, external), strict=True):
-        if snapshot is None:
-            failures[account] = failure or "no snapshot"
-            continue
-        snapshots.append(snapshot)
-        rejected.extend(bad)
+    for chunk, (results, stray) in zip(chunks, done, strict=True):
+        rejected.extend(stray)
+        for account, (snapshot, bad, failure) in zip(chunk, results, strict=True):
+            if snapshot is None:
+                failures[account] = failure or "no snapshot"
+                continue
+            snapshots.append(snapshot)
+            rejected.extend(bad)
     error = failure_summary(failures, len(external))
     if failures and not snapshots:
         return _failed(store, RunRecord(job, venue_id, kind, started, clock(), error=error))
     run = RunRecord(job, venue_id, kind, started, clock(), error=error)
     result = store.write_snapshots(run, started, snapshots, rejected)
     return RunOutcome(job, venue_id, kind, result.status, run.finished_at, result.accepted, result.rejected, error)
+
+
+def _exchange_fetch(client: ExchangeClient, kind: str, clock: Clock) -> Fetch[Any]:
+    def positions(account: str, account_id: int, result: ParseResult[PositionRecord]) -> Built:
+        rows, dupes = position_rows(result.accepted)
+        bad = rejections(result.rejected, f"{account}: ") + dupes
+        return AccountSnapshot(account_id, result.as_of or clock(), rows), bad
+
+    def balances(account: str, account_id: int, result: ParseResult[BalanceRecord]) -> Built:
+        observed_at = result.as_of or clock()
+        rows, dupes = balance_rows(result.accepted, observed_at)
+        return AccountSnapshot(account_id, observed_at, rows), rejections(result.rejected, f"{account}: ") + dupes
+
+    if kind == "positions":
+        return Fetch(client.positions, client.positions_batch, positions)
+    if kind == "balances":
+        return Fetch(client.balances, client.balances_batch, balances)
+    raise ValueError(f"unknown exchange run kind {kind!r}")
 
 
 def collect_exchange(
@@ -143,24 +211,14 @@ def collect_exchange(
     kind: str,
     job: str,
     clock: Clock = utc_now,
+    batch: int = 0,
     fan_out: FanOutMap = sequential,
     only: AccountFilter | None = None,
 ) -> RunOutcome:
-    """One run of ``positions`` or ``balances`` over every account the exchange lists."""
+    """One run of ``positions`` or ``balances`` over every account the exchange lists.
 
-    def positions(account: str, account_id: int) -> tuple[AccountSnapshot, list[Rejection]]:
-        result = client.positions(account)
-        rows, dupes = position_rows(result.accepted)
-        bad = rejections(result.rejected, f"{account}: ") + dupes
-        return AccountSnapshot(account_id, result.as_of or clock(), rows), bad
-
-    def balances(account: str, account_id: int) -> tuple[AccountSnapshot, list[Rejection]]:
-        result = client.balances(account)
-        observed_at = result.as_of or clock()
-        rows, dupes = balance_rows(result.accepted, observed_at)
-        return AccountSnapshot(account_id, observed_at, rows), rejections(result.rejected, f"{account}: ") + dupes
-
-    fetch = {"positions": positions, "balances": balances}[kind]
+    ``batch`` > 0 asks for that many accounts per request (the venue's batched endpoints); 0 asks per account.
+    """
     return _per_account(
         store,
         job=job,
@@ -168,29 +226,32 @@ def collect_exchange(
         kind=kind,
         clock=clock,
         list_accounts=client.accounts,
-        fetch=fetch,
+        fetch=_exchange_fetch(client, kind, clock),
+        batch=batch,
         fan_out=fan_out,
         only=only,
     )
 
 
-def collect_custody(
-    client: CustodianClient,
-    store: SnapshotStore,
-    *,
-    venue_id: str,
-    exchanges: Sequence[str],
-    job: str,
-    clock: Clock = utc_now,
-    fan_out: FanOutMap = sequential,
-    only: AccountFilter | None = None,
-) -> RunOutcome:
-    """One run of master + segregated balances for every client account of the custodian."""
+_Custody = tuple[ParseResult[CustodyBalanceRecord], ParseResult[CustodyBalanceRecord]]  # master, segregated
 
-    def custody(client_id: str, account_id: int) -> tuple[AccountSnapshot, list[Rejection]]:
+
+def _custody_fetch(
+    client: CustodianClient, store: SnapshotStore, exchanges: Sequence[str], clock: Clock
+) -> Fetch[_Custody]:
+    def one(client_id: str) -> _Custody:
+        return client.master_balance(client_id), client.segregated_balances(client_id)
+
+    def many(client_ids: Sequence[str]) -> BatchResult[_Custody]:
+        master = client.master_balances(client_ids)
+        segregated = client.segregated_balances_batch(client_ids)
+        both = {c: (master.results[c], segregated.results[c]) for c in master.results if c in segregated.results}
+        failures = {**segregated.failures, **master.failures}  # both halves or neither, as in `one`
+        return BatchResult(both, failures, master.rejected + segregated.rejected)
+
+    def build(client_id: str, account_id: int, payload: _Custody) -> Built:
         # Both halves or neither: a snapshot without its master rows would read as an emptied account.
-        master = client.master_balance(client_id)
-        segregated = client.segregated_balances(client_id)
+        master, segregated = payload
         by_venue: dict[str, list[str]] = {}
         for r in segregated.accepted:
             if r.venue is not None and r.venue in exchanges and r.account_id is not None:
@@ -210,6 +271,22 @@ def collect_custody(
         )
         return AccountSnapshot(account_id, observed, rows + seg_rows), bad
 
+    return Fetch(one, many, build)
+
+
+def collect_custody(
+    client: CustodianClient,
+    store: SnapshotStore,
+    *,
+    venue_id: str,
+    exchanges: Sequence[str],
+    job: str,
+    clock: Clock = utc_now,
+    batch: int = 0,
+    fan_out: FanOutMap = sequential,
+    only: AccountFilter | None = None,
+) -> RunOutcome:
+    """One run of master + segregated balances for every client account of the custodian."""
     return _per_account(
         store,
         job=job,
@@ -217,7 +294,8 @@ def collect_custody(
         kind="custody_balances",
         clock=clock,
         list_accounts=client.accounts,
-        fetch=custody,
+        fetch=_custody_fetch(client, store, exchanges, clock),
+        batch=batch,
         fan_out=fan_out,
         only=only,
     )

@@ -64,6 +64,13 @@ def _parse_shard_count(value: object) -> int:
     return number
 
 
+def _parse_non_negative_int(value: object) -> int:
+    number = _parse_int(value)
+    if number < 0:
+        raise TypeError("a non-negative integer")
+    return number
+
+
 def _parse_float(value: object) -> float:
     if isinstance(value, bool):
         raise TypeError("a number")
@@ -307,6 +314,17 @@ _FIELDS: tuple[_Field, ...] = (
         _parse_shard_count,
         "Account shards per per-account collection job, split across replicas (0: one replica collects all).",
     ),
+    # --- interpreter (issue 8: scheduler lateness under load, docs/performance.md "Soak") ---
+    _Field(
+        "runtime.switch_interval_ms",
+        _parse_float,
+        "GIL switch interval of `serve` (Python's default is 5): how long a woken thread (a due job, a tick) waits.",
+    ),
+    _Field(
+        "runtime.gc_gen0_threshold",
+        _parse_non_negative_int,
+        "Allocations between young-generation garbage collections of `serve` (0: Python's default, 700).",
+    ),
 )
 _BY_KEY = {f.key: f for f in _FIELDS}
 _BY_ENV = {f.env: f for f in _FIELDS}
@@ -386,6 +404,9 @@ class Settings:
     leases_enabled: bool = True
     leases_ttl_s: float = 5.0
     leases_account_shards: int = 16
+    # --- interpreter (issue 8) ---
+    runtime_switch_interval_ms: float = 1.0
+    runtime_gc_gen0_threshold: int = 50_000
     venues: tuple[VenueSettings, ...] = ()
     # --- evaluation (issue 4) ---
     limits_file: str = ""

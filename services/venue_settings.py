@@ -29,6 +29,7 @@ class VenueSettings:
     connect_timeout_s: float | None = None  # None: collection.connect_timeout_s
     read_timeout_s: float | None = None  # None: collection.read_timeout_s
     concurrency: int | None = None  # None: collection.concurrency
+    batch: int | None = None  # accounts per request on the venue's batched endpoints; None: one per request
 
     @property
     def address(self) -> str:
@@ -41,7 +42,7 @@ class VenueSettings:
             parts.append(f"api_key={'***' if self.api_key else '(unset)'} from ${self.api_key_env}")
         if self.symbols:
             parts.append("symbols=" + ",".join(self.symbols))
-        for name in ("connect_timeout_s", "read_timeout_s", "concurrency"):
+        for name in ("connect_timeout_s", "read_timeout_s", "concurrency", "batch"):
             if getattr(self, name) is not None:
                 parts.append(f"{name}={getattr(self, name)}")
         return " ".join(parts)
@@ -96,6 +97,7 @@ _VENUE_PARSERS: dict[str, Callable[[object], Any]] = {
     "connect_timeout_s": _parse_seconds,
     "read_timeout_s": _parse_seconds,
     "concurrency": _parse_count,
+    "batch": _parse_count,
 }
 
 
@@ -135,6 +137,8 @@ def _parse_venue(table: Mapping[str, Any], where: str, env: Mapping[str, str]) -
         raise ConfigError(f"{where}: a {values['kind']} venue takes '{needed}', not '{other}'")
     if "symbols" in values and values["kind"] != "market_data":
         raise ConfigError(f"{where}: 'symbols' applies to market_data venues only")
+    if "batch" in values and values["kind"] == "market_data":
+        raise ConfigError(f"{where}: 'batch' applies to exchange and custodian venues only")
     if "api_key_env" in values:
         values["api_key"] = env.get(values["api_key_env"], "")
         if not values["api_key"]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -32,12 +32,14 @@ from models.payloads import (
     DEFAULT_MAX_SKEW,
     AccountRecord,
     BalanceRecord,
+    BatchResult,
     CustodyBalanceRecord,
     MalformedResponse,
     ParseResult,
     PositionRecord,
     SettlementRecord,
     parse_balances,
+    parse_batch,
     parse_client_accounts,
     parse_exchange_accounts,
     parse_master_balance,
@@ -73,6 +75,9 @@ class VenueUnavailable(ConnectionError):
 class VenueTimeout(VenueUnavailable):
     """The venue did not connect or answer within the configured timeout (after any retries)."""
 
+
+# Query parameters: a mapping, or pairs when a name repeats (`?account_id=a&account_id=b`).
+Params = Mapping[str, str] | Sequence[tuple[str, str]]
 
 # What a caller (a collection job) catches per venue call.
 VENUE_ERRORS = (VenueUnavailable, CircuitOpen, MalformedResponse)
@@ -155,7 +160,7 @@ class _VenueHttp:
                 )
             return self.breakers[endpoint]
 
-    def get(self, endpoint: str, path: str, params: Mapping[str, str] | None = None) -> bytes:
+    def get(self, endpoint: str, path: str, params: Params | None = None) -> bytes:
         started = time.perf_counter()
         outcome = "unavailable"
         # No URL on the span: venue URLs may carry credentials, and paths carry account ids.
@@ -178,7 +183,7 @@ class _VenueHttp:
                 if outcome != "circuit_open":  # not a call: it would drag the latency buckets towards 0
                     metrics.VENUE_REQUEST_DURATION.labels(self.name, endpoint).observe(time.perf_counter() - started)
 
-    def _get(self, endpoint: str, path: str, params: Mapping[str, str] | None) -> bytes:
+    def _get(self, endpoint: str, path: str, params: Params | None) -> bytes:
         breaker = self.breaker(endpoint)
         breaker.before_call()
         url = self.base_url + path + (f"?{urlencode(params)}" if params else "")
@@ -284,7 +289,8 @@ class _Client:
 
 
 class ExchangeClient(_Client):
-    """`GET /api/v1/accounts[/{id}/positions|balances]` of one exchange (docs/venue-api.md)."""
+    """`GET /api/v1/accounts[/{id}/positions|balances]` of one exchange, and their batched forms
+    `GET /api/v1/positions|balances?account_id=..&account_id=..` (docs/venue-api.md)."""
 
     def accounts(self) -> ParseResult[AccountRecord]:
         body = self._http.get("accounts", "/api/v1/accounts")
@@ -297,6 +303,26 @@ class ExchangeClient(_Client):
     def balances(self, account_id: str) -> ParseResult[BalanceRecord]:
         body = self._http.get("balances", f"/api/v1/accounts/{quote(account_id, safe='')}/balances")
         return parse_balances(body, now=self._http.clock(), max_skew=self._skew, account_id=account_id)
+
+    def positions_batch(self, account_ids: Sequence[str]) -> BatchResult[ParseResult[PositionRecord]]:
+        body = self._http.get("positions", "/api/v1/positions", [("account_id", a) for a in account_ids])
+        now, skew = self._http.clock(), self._skew
+        return parse_batch(
+            body,
+            id_key="account_id",
+            requested=list(account_ids),
+            parse_one=lambda doc, key: parse_positions(doc, now=now, max_skew=skew, account_id=key),
+        )
+
+    def balances_batch(self, account_ids: Sequence[str]) -> BatchResult[ParseResult[BalanceRecord]]:
+        body = self._http.get("balances", "/api/v1/balances", [("account_id", a) for a in account_ids])
+        now, skew = self._http.clock(), self._skew
+        return parse_batch(
+            body,
+            id_key="account_id",
+            requested=list(account_ids),
+            parse_one=lambda doc, key: parse_balances(doc, now=now, max_skew=skew, account_id=key),
+        )
 
 
 class CustodianClient(_Client):
@@ -314,6 +340,29 @@ class CustodianClient(_Client):
         path = f"/api/v1/accounts/{quote(client_id, safe='')}/segregated-balances"
         body = self._http.get("segregated-balances", path)
         return parse_segregated_balances(body, now=self._http.clock(), max_skew=self._skew, client_id=client_id)
+
+    def master_balances(self, client_ids: Sequence[str]) -> BatchResult[ParseResult[CustodyBalanceRecord]]:
+        """Batched `master-balance`: `GET /api/v1/master-balances?client_id=..&client_id=..`."""
+        body = self._http.get("master-balance", "/api/v1/master-balances", [("client_id", c) for c in client_ids])
+        now, skew = self._http.clock(), self._skew
+        return parse_batch(
+            body,
+            id_key="client_id",
+            requested=list(client_ids),
+            parse_one=lambda doc, key: parse_master_balance(doc, now=now, max_skew=skew, client_id=key),
+        )
+
+    def segregated_balances_batch(self, client_ids: Sequence[str]) -> BatchResult[ParseResult[CustodyBalanceRecord]]:
+        """Batched `segregated-balances`: `GET /api/v1/segregated-balances?client_id=..&client_id=..`."""
+        params = [("client_id", c) for c in client_ids]
+        body = self._http.get("segregated-balances", "/api/v1/segregated-balances", params)
+        now, skew = self._http.clock(), self._skew
+        return parse_batch(
+            body,
+            id_key="client_id",
+            requested=list(client_ids),
+            parse_one=lambda doc, key: parse_segregated_balances(doc, now=now, max_skew=skew, client_id=key),
+        )
 
     def pending_settlements(self) -> ParseResult[SettlementRecord]:
         body = self._http.get("settlements", "/api/v1/settlements", {"status": "PENDING"})

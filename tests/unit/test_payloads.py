@@ -15,6 +15,7 @@ from models.payloads import (
     MalformedResponse,
     ParseResult,
     parse_balances,
+    parse_batch,
     parse_client_accounts,
     parse_exchange_accounts,
     parse_master_balance,
@@ -317,3 +318,68 @@ def test_arbitrary_input_never_raises_anything_but_malformed_response(doc: Any, 
             except MalformedResponse:
                 continue
             assert isinstance(result, ParseResult)
+
+
+# -- batched responses ----------------------------------------------------------------------------------
+
+
+def _parse_positions_batch(doc: Any, requested: list[str]) -> Any:
+    return parse_batch(
+        json.dumps(doc),
+        id_key="account_id",
+        requested=requested,
+        parse_one=lambda entry, key: parse_positions(entry, now=NOW, account_id=key),
+    )
+
+
+def _entry(account_id: str, *records: dict[str, Any]) -> dict[str, Any]:
+    return {"account_id": account_id, "as_of": EARLIER, "positions": list(records)}
+
+
+def test_a_batch_is_split_per_requested_account_with_the_single_account_parser() -> None:
+    bad = position(quantity="NaN")
+    doc = {"as_of": EARLIER, "results": [_entry("a1", position()), _entry("a2", position(symbol="ETH-USDT"), bad)]}
+    got = _parse_positions_batch(doc, ["a1", "a2"])
+    assert sorted(got.results) == ["a1", "a2"]
+    assert [p.symbol for p in got.results["a2"].accepted] == ["ETH-USDT"]
+    assert [r.reason for r in got.results["a2"].rejected] == ["quantity 'NaN' is not finite"]  # per record, as alone
+    assert (got.failures, got.rejected) == ({}, [])
+
+
+def test_a_batch_entry_fails_alone_and_stray_entries_are_rejected() -> None:
+    doc = {
+        "as_of": EARLIER,
+        "results": [
+            _entry("a1", position()),
+            {"account_id": "a2", "error": {"code": "NOT_FOUND", "message": "no account a2"}},
+            {"account_id": "a3", "as_of": EARLIER},  # no positions list: malformed as a whole
+            _entry("zz", position()),  # nobody asked for it
+            _entry("a1", position(quantity="9")),  # a second answer for a1
+            "junk",
+        ],
+    }
+    got = _parse_positions_batch(doc, ["a1", "a2", "a3", "a4"])
+    assert [p.quantity for p in got.results["a1"].accepted] == [Decimal("1.5")]  # the first answer counts
+    assert got.failures == {
+        "a2": "venue error: 'no account a2'",
+        "a3": "'positions' is missing or not a list",
+        "a4": "missing from the batch response",
+    }
+    assert [r.reason for r in got.rejected] == [
+        "batch account_id 'zz' was not requested",
+        "batch account_id 'a1' appears twice in the batch",
+        "batch entry 'junk' was not requested",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("[]", "top level is list, expected an object"),
+        ('{"as_of": "2025-03-01T11:59:00Z"}', "'results' is missing or not a list"),
+        ("nope", "body is not JSON"),
+    ],
+)
+def test_a_wholly_malformed_batch_raises(text: str, reason: str) -> None:
+    with pytest.raises(MalformedResponse, match=reason):
+        parse_batch(text, id_key="account_id", requested=["a1"], parse_one=lambda entry, key: entry)

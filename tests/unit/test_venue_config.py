@@ -22,6 +22,7 @@ url = "http://127.0.0.1:9001/"
 api_key_env = "EXA_KEY"
 read_timeout_s = 1.5
 concurrency = 4
+batch = 100
 
 [[venues]]
 id = "custodian-a"
@@ -54,6 +55,7 @@ def test_venues_and_collection_keys_are_read(tmp_path: Path) -> None:
     assert exchange.read_timeout_s == 1.5
     assert exchange.connect_timeout_s is None
     assert (exchange.concurrency, custodian.concurrency) == (4, None)  # None: collection.concurrency
+    assert (exchange.batch, custodian.batch) == (100, None)  # None: one request per account
     assert settings.collection_concurrency == 16
     assert custodian.url == "https://custody.example"
     assert (market.target, market.symbols) == ("127.0.0.1:9003", ("BTC-USDT", "ETH-USDT"))
@@ -97,6 +99,8 @@ def test_the_api_key_never_shows(
         ),
         ('id = "x"\nkind = "exchange"\nurl = "http://h"\nread_timeout_s = 0', "'read_timeout_s' has value 0; expected"),
         ('id = "x"\nkind = "exchange"\nurl = "http://h"\nconcurrency = 0', "'concurrency' has value 0; expected"),
+        ('id = "x"\nkind = "exchange"\nurl = "http://h"\nbatch = 1025', "'batch' has value 1025; expected"),
+        ('id = "x"\nkind = "market_data"\ntarget = "h:1"\nbatch = 10', "'batch' applies to exchange and custodian"),
     ],
 )
 def test_a_bad_venue_is_named_in_one_line(tmp_path: Path, venue: str, message: str) -> None:

@@ -1,0 +1,44 @@
+"""Process-wide interpreter settings for a long-running monitor: the GIL switch interval and the garbage collector.
+
+The monitor is one CPython process whose threads (scheduler, collection, evaluation, the gRPC tick path)
+share one GIL. Two interpreter defaults make a thread that wakes up (a job due, a tick batch arriving) wait
+far longer than its own work takes (measured in benchmarks/soak.py, docs/performance.md):
+
+- the switch interval (5 ms): how long a waiting thread lets a running one keep the GIL before asking for it;
+- the cyclic garbage collector: a young-generation pass every 700 allocations and a full pass every
+  ~70k, each holding the GIL for its whole length, over a heap of long-lived objects (caches, the kept book)
+  that will never be garbage.
+
+`tune` shortens the first and spaces out the second; `freeze` moves everything allocated during start-up into
+the permanent generation so later passes never traverse it. Both apply to the whole process, so they are
+called by the process's entry point (`serve`), never by a `Monitor` (tests build several in one process).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import sys
+
+log = logging.getLogger(__name__)
+
+
+def tune(*, switch_interval_ms: float, gc_gen0_threshold: int) -> None:
+    """Set the GIL switch interval and the young-generation threshold (0 keeps the interpreter's)."""
+    if switch_interval_ms > 0:
+        sys.setswitchinterval(switch_interval_ms / 1000)
+    if gc_gen0_threshold > 0:
+        _, gen1, gen2 = gc.get_threshold()
+        gc.set_threshold(gc_gen0_threshold, gen1, gen2)
+    log.info(
+        "interpreter: switch interval %.2f ms, gc thresholds %s",
+        sys.getswitchinterval() * 1000,
+        gc.get_threshold(),
+    )
+
+
+def freeze() -> None:
+    """Collect once, then exempt every surviving object from future collections (they are start-up state)."""
+    gc.collect()
+    gc.freeze()
+    log.info("interpreter: %d start-up objects frozen out of garbage collection", gc.get_freeze_count())
