@@ -13,11 +13,12 @@ from decimal import Decimal
 
 import grpc
 from riskmonitor.v1 import risk_monitor_pb2_grpc as pb_grpc
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from models.orm import AccountRow, AlertEventRow, AlertRow, ComplianceStatusRow, VenueRow
 from models.risk import Limit, RiskBook, build_book
+from services.alert_store import CHAIN_LOCK
 from services.config import Settings
 from services.errors import UnavailableError
 from services.rpc.api import RiskApi, build_api
@@ -129,8 +130,12 @@ def add_alert(
 
 
 def add_event(engine: Engine, alert_id: int, *, event_type: str = "opened", at: datetime = T0) -> int:
-    """Appends one event; the hashes are arbitrary 64-hex strings (these tests don't verify the chain)."""
+    """Appends one event; the hashes are arbitrary 64-hex strings (these tests don't verify the chain).
+
+    Under the chain lock, as every production append is: ids then commit in id order, the invariant the
+    WatchAlerts poller relies on (without it, concurrent appends made a flaky gap in test_rpc_watch)."""
     with engine.begin() as conn:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK})
         prev = conn.scalar(select(AlertEventRow.hash).order_by(AlertEventRow.id.desc()).limit(1)) or "0" * 64
         digest = hashlib.sha256(f"{prev}{uuid.uuid4()}".encode()).hexdigest()
         return int(
