@@ -1,8 +1,9 @@
 """The snapshot write path: one collection run = one transaction (run row, COPY of the batch, heads,
 rejected records), so a run is all-or-nothing and a retried run cannot duplicate rows.
 
-Speed comes from binary COPY straight into the snapshot table and one array-based statement for the
-heads; benchmarks/ingest.py measures it against a bare COPY of the same rows.
+Speed comes from a text COPY straight into the snapshot table, formatted by ``services.copy_text``
+(cheaper in CPU than psycopg's binary COPY: benchmarks/write.py), and one array-based statement for
+the heads; benchmarks/ingest.py measures the whole path against a bare COPY of the same rows.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import psycopg
 from psycopg.types.json import Jsonb
 from sqlalchemy import Connection, Engine, text
 
+from services.copy_text import CopyText, Refused, array_literal
+
 log = logging.getLogger(__name__)
 
 # Column order of each snapshot table's COPY, after (account key, collected_at) and before run_id.
 SNAPSHOT_TABLES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
-    # kind: (table, columns, binary COPY types)
+    # kind: (table, columns, binary COPY types: the benchmarks' baselines copy in binary)
     "positions": (
         "position_snapshots",
         ("account_id", "collected_at", "symbol", "quantity", "avg_price", "mark_price", "realized_pnl",
@@ -43,6 +46,22 @@ SNAPSHOT_TABLES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
 }  # fmt: skip
 SNAPSHOT_KINDS = tuple(SNAPSHOT_TABLES)
 CLEARED = "CLEARED"  # status of a settlement the custodian no longer lists as pending
+# price_latest from the rows a run just copied, each found by its primary key (venue, symbol,
+# collected_at): one index probe per symbol. Filtering the day's partition on venue and collected_at
+# instead read the whole day's partition (a seq or lossy BRIN scan: 137-421 ms at 2M rows). LIMIT 1 keeps
+# the per-symbol subquery a probe: joined flat, the planner picked that BRIN scan again. Older
+# observed_at never overwrites newer.
+PRICE_LATEST_UPSERT = (
+    "INSERT INTO price_latest (venue_id, symbol, price, volume, observed_at, collected_at, run_id)"
+    " SELECT p.venue_id, p.symbol, p.price, p.volume, p.observed_at, p.collected_at, p.run_id"
+    " FROM unnest(CAST(:symbols AS text[])) AS s(symbol)"
+    " CROSS JOIN LATERAL (SELECT * FROM price_snapshots"
+    " WHERE venue_id = :venue AND symbol = s.symbol AND collected_at = :at LIMIT 1) AS p"
+    " ON CONFLICT (venue_id, symbol) DO UPDATE SET price = excluded.price,"
+    " volume = excluded.volume, observed_at = excluded.observed_at,"
+    " collected_at = excluded.collected_at, run_id = excluded.run_id"
+    " WHERE price_latest.observed_at <= excluded.observed_at"
+)
 
 
 class DuplicateBatch(RuntimeError):
@@ -160,26 +179,27 @@ class SnapshotStore:
         accounts: Sequence[AccountSnapshot],
         rejected: Sequence[Rejection] = (),
     ) -> WriteResult:
-        """Write one run's batch of ``run.kind`` in one transaction and move each account's head to it."""
-        table, columns, types = SNAPSHOT_TABLES[run.kind]
-        accepted = sum(len(a.rows) for a in accounts)
-        status = _status(run, rejected)
+        """Write one run's batch of ``run.kind`` in one transaction and move each account's head to it.
+
+        A row holding a value the table must not take (NaN, a time without offset) is rejected with a
+        reason, like a record the payload validation refused; the rest of the batch is written.
+        """
+        table, columns, _ = SNAPSHOT_TABLES[run.kind]
+        total = sum(len(a.rows) for a in accounts)
         try:
             with self.engine.begin() as conn:
-                run_id = self._insert_run(conn, run, status, accepted, len(rejected))
+                run_id = self._insert_run(conn, run, _status(run, rejected), total, len(rejected))
                 cursor = _driver(conn).cursor()
-                with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
-                    copy.set_types(types)
-                    write = copy.write_row
-                    for account in accounts:
-                        head = (account.account_id, collected_at)
-                        for row in account.rows:
-                            write((*head, *row, run_id))
+                with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                    bad = _copy_snapshot_rows(copy, columns, collected_at, accounts, run_id)
+                if bad:
+                    rejected = [*rejected, *bad]
+                    self._recount_run(conn, run, run_id, total - len(bad), len(rejected))
                 self._move_heads(conn, run.kind, collected_at, accounts, run_id)
                 self._insert_rejections(conn, run, run_id, rejected)
         except psycopg.errors.UniqueViolation:
             raise DuplicateBatch(run.venue_id, run.kind, collected_at) from None
-        return WriteResult(run_id, accepted, len(rejected), status)
+        return WriteResult(run_id, total - len(bad), len(rejected), _status(run, rejected))
 
     def write_prices(
         self,
@@ -189,31 +209,22 @@ class SnapshotStore:
         rejected: Sequence[Rejection] = (),
     ) -> WriteResult:
         """Snapshot (symbol, price, volume, observed_at) rows of one market-data source."""
-        status = _status(run, rejected)
         with self.engine.begin() as conn:
-            run_id = self._insert_run(conn, run, status, len(prices), len(rejected))
+            run_id = self._insert_run(conn, run, _status(run, rejected), len(prices), len(rejected))
             cursor = _driver(conn).cursor()
-            columns = "venue_id, symbol, collected_at, price, volume, observed_at, run_id"
-            with cursor.copy(f"COPY price_snapshots ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(("text", "text", "timestamptz", "numeric", "numeric", "timestamptz", "int8"))
-                for symbol, price, volume, observed_at in prices:
-                    copy.write_row((run.venue_id, symbol, collected_at, price, volume, observed_at, run_id))
-            if prices:
+            columns = "venue_id, collected_at, symbol, price, volume, observed_at, run_id"
+            with cursor.copy(f"COPY price_snapshots ({columns}) FROM STDIN") as copy:
+                symbols, bad = _copy_price_rows(copy, run.venue_id, collected_at, prices, run_id)
+            if bad:
+                rejected = [*rejected, *bad]
+                self._recount_run(conn, run, run_id, len(symbols), len(rejected))
+            if symbols:
                 conn.execute(
-                    text(
-                        "INSERT INTO price_latest (venue_id, symbol, price, volume, observed_at, collected_at, run_id)"
-                        " SELECT venue_id, symbol, price, volume, observed_at, collected_at, run_id"
-                        " FROM price_snapshots WHERE run_id = :run AND venue_id = :venue"
-                        " AND collected_at = :at"
-                        " ON CONFLICT (venue_id, symbol) DO UPDATE SET price = excluded.price,"
-                        " volume = excluded.volume, observed_at = excluded.observed_at,"
-                        " collected_at = excluded.collected_at, run_id = excluded.run_id"
-                        " WHERE price_latest.observed_at <= excluded.observed_at"
-                    ),
-                    {"run": run_id, "venue": run.venue_id, "at": collected_at},
+                    text(PRICE_LATEST_UPSERT),
+                    {"symbols": array_literal(symbols), "venue": run.venue_id, "at": collected_at},
                 )
             self._insert_rejections(conn, run, run_id, rejected)
-        return WriteResult(run_id, len(prices), len(rejected), status)
+        return WriteResult(run_id, len(symbols), len(rejected), _status(run, rejected))
 
     def write_settlements(
         self,
@@ -350,9 +361,21 @@ class SnapshotStore:
                 "kind": kind,
                 "at": collected_at,
                 "run": run_id,
-                "accounts": [a.account_id for a in accounts],
-                "observed": [a.observed_at for a in accounts],
+                # Whole arrays as one text parameter each: psycopg would dump them element by element.
+                "accounts": array_literal([a.account_id for a in accounts]),
+                "observed": array_literal([a.observed_at for a in accounts]),
             },
+        )
+
+    @staticmethod
+    def _recount_run(conn: Connection, run: RunRecord, run_id: int, accepted: int, rejected: int) -> None:
+        """Correct the run row's counts after rows were rejected during the COPY (rare)."""
+        conn.execute(
+            text(
+                "UPDATE collection_runs SET records_accepted = :accepted, records_rejected = :rejected,"
+                " status = 'partial' WHERE id = :id AND started_at = :started"
+            ),
+            {"accepted": accepted, "rejected": rejected, "id": run_id, "started": run.started_at},
         )
 
     @staticmethod
@@ -382,3 +405,73 @@ def latest_heads(conn: Connection, kind: str) -> Mapping[int, datetime]:
     """Account id -> collected_at of its newest accepted snapshot of ``kind``."""
     rows = conn.execute(text("SELECT account_id, collected_at FROM snapshot_heads WHERE kind = :kind"), {"kind": kind})
     return {int(account_id): at for account_id, at in rows}
+
+
+# Rows per write to the COPY stream: large enough to amortise the call, small enough to stream.
+_COPY_CHUNK = 2000
+PRICE_COLUMNS = ("symbol", "price", "volume", "observed_at")
+
+
+def _copy_snapshot_rows(
+    copy: psycopg.Copy,
+    columns: Sequence[str],
+    collected_at: datetime,
+    accounts: Sequence[AccountSnapshot],
+    run_id: int,
+) -> list[Rejection]:
+    """Stream the accounts' rows into ``copy`` as COPY text; return the rows it could not write."""
+    formatter = CopyText()
+    at = formatter.value(collected_at)
+    end = f"\t{run_id}\n"
+    rows: list[Sequence[object]] = []
+    heads: list[str] = []
+    owners: list[int] = []  # each row's account, for the rare refused row
+    bad: list[Rejection] = []
+
+    def flush() -> None:
+        block, refused = formatter.block(rows, heads, end)
+        copy.write(block)
+        bad.extend(_rejection(columns[2:-1], rows, r, account_id=owners[r[0]]) for r in refused)
+        rows.clear()
+        heads.clear()
+        owners.clear()
+
+    for account in accounts:
+        start = len(rows)
+        rows.extend(account.rows)
+        heads.extend([f"{account.account_id}\t{at}\t"] * (len(rows) - start))
+        owners.extend([account.account_id] * (len(rows) - start))
+        if len(rows) >= _COPY_CHUNK:
+            flush()
+    if rows:
+        flush()
+    return bad
+
+
+def _copy_price_rows(
+    copy: psycopg.Copy,
+    venue_id: str,
+    collected_at: datetime,
+    prices: Sequence[tuple[str, Any, Any, datetime]],
+    run_id: int,
+) -> tuple[list[str], list[Rejection]]:
+    """Stream the price rows into ``copy`` (venue, collected_at, *row, run); return the symbols
+    written and the rows refused."""
+    formatter = CopyText()
+    prefix = f"{formatter.value(venue_id)}\t{formatter.value(collected_at)}\t"
+    block, refused = formatter.block(prices, [prefix] * len(prices), f"\t{run_id}\n")
+    copy.write(block)
+    if not refused:
+        return [row[0] for row in prices], []
+    skipped = {index for index, _, _ in refused}
+    symbols = [row[0] for index, row in enumerate(prices) if index not in skipped]
+    return symbols, [_rejection(PRICE_COLUMNS, prices, r) for r in refused]
+
+
+def _rejection(columns: Sequence[str], rows: Sequence[Sequence[Any]], refused: Refused, **key: object) -> Rejection:
+    """A refused row as a rejected record: the row by column name, and why, naming the column."""
+    row, column, why = refused
+    payload = {**key, **dict(zip(columns, rows[row], strict=True))}
+    # jsonb refuses NUL characters: the payload keeps them visible as an escape instead.
+    safe = {k: v.replace("\x00", "\\u0000") if isinstance(v, str) else v for k, v in payload.items()}
+    return Rejection(safe, f"{columns[column]} {why}")
