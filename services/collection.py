@@ -89,10 +89,12 @@ class Fetch(Generic[T]):
     build: Callable[[str, int, T], Built]
 
 
-def _failed(store: SnapshotStore, run: RunRecord) -> RunOutcome:
+def _failed(store: SnapshotStore, run: RunRecord, rejected: Sequence[Rejection] = ()) -> RunOutcome:
     log.warning("collection %s failed: %s", run.job, run.error)
-    store.record_failed_run(run)
-    return RunOutcome(run.job, run.venue_id, run.kind, "failed", run.finished_at, error=run.error)
+    store.record_failed_run(run, rejected)
+    return RunOutcome(
+        run.job, run.venue_id, run.kind, "failed", run.finished_at, rejected=len(rejected), error=run.error
+    )
 
 
 _AccountResult = tuple[AccountSnapshot | None, list[Rejection], str | None]  # snapshot, rejected, failure
@@ -166,23 +168,38 @@ def _per_account(
         done = fan_out(many, chunks)
     else:
         chunks, done = [[a] for a in external], fan_out(one, external)
+    # Concurrent requests, but one batch: the snapshots are still written in one transaction below.
+    snapshots, failures = _gather(chunks, done, rejected)
+    error = failure_summary(failures, len(external))
+    if failures and not snapshots:
+        return _failed(store, RunRecord(job, venue_id, kind, started, clock(), error=error), rejected)
+    run = RunRecord(job, venue_id, kind, started, clock(), error=error)
+    result = store.write_snapshots(run, started, snapshots, rejected)
+    return RunOutcome(job, venue_id, kind, result.status, run.finished_at, result.accepted, result.rejected, error)
+
+
+def _gather(
+    chunks: Sequence[Sequence[str]],
+    done: Sequence[tuple[list[_AccountResult], list[Rejection]]],
+    rejected: list[Rejection],
+) -> tuple[list[AccountSnapshot], dict[str, str]]:
+    """The accounts' snapshots and failures, in account order; every rejected record goes to ``rejected``."""
     snapshots: list[AccountSnapshot] = []
     failures: dict[str, str] = {}
-    # Concurrent requests, but one batch: the snapshots are still written in one transaction below.
     for chunk, (results, stray) in zip(chunks, done, strict=True):
         rejected.extend(stray)
         for account, (snapshot, bad, failure) in zip(chunk, results, strict=True):
             if snapshot is None:
                 failures[account] = failure or "no snapshot"
                 continue
-            snapshots.append(snapshot)
             rejected.extend(bad)
-    error = failure_summary(failures, len(external))
-    if failures and not snapshots:
-        return _failed(store, RunRecord(job, venue_id, kind, started, clock(), error=error))
-    run = RunRecord(job, venue_id, kind, started, clock(), error=error)
-    result = store.write_snapshots(run, started, snapshots, rejected)
-    return RunOutcome(job, venue_id, kind, result.status, run.finished_at, result.accepted, result.rejected, error)
+            if bad and not snapshot.rows:
+                # Every record the venue sent was refused: an empty snapshot would read as a flat account
+                # (no exposure). The account keeps its previous snapshot and the run says why.
+                failures[account] = f"all {len(bad)} records rejected"
+                continue
+            snapshots.append(snapshot)
+    return snapshots, failures
 
 
 def _exchange_fetch(client: ExchangeClient, kind: str, clock: Clock) -> Fetch[Any]:

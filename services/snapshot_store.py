@@ -167,10 +167,13 @@ class SnapshotStore:
 
     # --- runs ------------------------------------------------------------------------------------------
 
-    def record_failed_run(self, run: RunRecord) -> int:
-        """A run that produced no batch (venue down, malformed response): kept with its reason."""
+    def record_failed_run(self, run: RunRecord, rejected: Sequence[Rejection] = ()) -> int:
+        """A run that produced no batch (venue down, malformed response): kept with its reason, and with
+        the records it did receive and refuse (their reasons must outlive the failure)."""
         with self.engine.begin() as conn:
-            return self._insert_run(conn, run, "failed", 0, 0)
+            run_id = self._insert_run(conn, run, "failed", 0, len(rejected))
+            self._insert_rejections(conn, run, run_id, rejected)
+            return run_id
 
     def write_snapshots(
         self,

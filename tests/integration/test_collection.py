@@ -249,6 +249,41 @@ def test_a_failing_account_makes_the_run_partial_and_keeps_its_previous_snapshot
     assert tracker.newest("exchange-a", "positions") == first.finished_at  # not complete: not fresher
 
 
+def test_an_account_whose_every_record_is_rejected_keeps_its_previous_snapshot(
+    sandbox: RunningSandbox, engine: Engine, exchange_jobs: dict[str, CollectPositions], tracker: StalenessTracker
+) -> None:
+    job = exchange_jobs["collect.positions.exchange-a"]
+    sandbox.world.set_position("exchange-a", "exchange-a-acc-1", "SOL-USDT", "10", "150")  # its only position
+    first = job()
+    assert first.status == "succeeded"
+
+    sandbox.malform("exchange-a", "nan", endpoint="positions", count=1)  # acc-1's request comes first
+    second = job()
+
+    row = run_row(engine, second)
+    assert (row.status, row.records_rejected) == ("partial", 1)
+    assert row.error == "1 of 3 accounts failed: exchange-a-acc-1: all 1 records rejected"
+    [(reason,)] = rows(engine, "SELECT reason FROM rejected_records WHERE run_id = :r", r=row.id)
+    assert reason == "exchange-a-acc-1: quantity 'NaN' is not finite"  # the reason is stored all the same
+    # Not an empty (flat) book: the account's exposure stays what the venue last reported validly.
+    assert latest_positions(engine, "exchange-a")[("exchange-a-acc-1", "SOL-USDT")] == Decimal(10)
+    assert tracker.newest("exchange-a", "positions") == first.finished_at
+
+
+def test_a_run_whose_every_account_fails_still_stores_the_records_it_refused(
+    sandbox: RunningSandbox, engine: Engine, exchange_jobs: dict[str, CollectPositions]
+) -> None:
+    for n in (1, 2, 3):
+        sandbox.world.set_position("exchange-a", f"exchange-a-acc-{n}", "SOL-USDT", str(n), "150")
+    sandbox.malform("exchange-a", "nan", endpoint="positions", count=3)  # every account's only record
+    outcome = exchange_jobs["collect.positions.exchange-a"]()
+
+    row = run_row(engine, outcome)
+    assert (row.status, row.records_accepted, row.records_rejected) == ("failed", 0, 3)
+    stored = rows(engine, "SELECT reason FROM rejected_records WHERE run_id = :r ORDER BY reason", r=row.id)
+    assert [r for (r,) in stored] == [f"exchange-a-acc-{n}: quantity 'NaN' is not finite" for n in (1, 2, 3)]
+
+
 # -- venue outages ----------------------------------------------------------------------------------------
 
 
