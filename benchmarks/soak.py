@@ -97,10 +97,13 @@ class GcPauses:
         self.pauses = {0: [], 1: [], 2: []}
 
     def summary(self) -> dict[str, str]:
-        return {
-            f"gen{g}": f"{len(v)} runs, max {max(v) * 1000:.1f} ms, total {sum(v):.2f} s" if v else "0 runs"
-            for g, v in self.pauses.items()
-        }
+        def one(v: list[float]) -> str:
+            if not v:
+                return "0 runs"
+            p99 = sorted(v)[min(len(v) - 1, int(0.99 * len(v)))]
+            return f"{len(v)} runs, p99 {p99 * 1000:.1f} ms, max {max(v) * 1000:.1f} ms, total {sum(v):.2f} s"
+
+        return {f"gen{g}": one(v) for g, v in self.pauses.items()}
 
 
 class Probe:
@@ -284,6 +287,8 @@ def main() -> None:
     parser.add_argument("--idle-s", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=2, help="collection.concurrency (requests per venue)")
     parser.add_argument("--batch", type=int, default=100, help="accounts per venue request (0: one per account)")
+    parser.add_argument("--switch-ms", type=float, default=1.0, help="runtime.switch_interval_ms")
+    parser.add_argument("--gc-gen0", type=int, default=50_000, help="runtime.gc_gen0_threshold (0: Python's)")
     parser.add_argument(
         "--python-defaults", action="store_true", help="skip `serve`'s interpreter tuning (services/runtime.py)"
     )
@@ -330,6 +335,8 @@ def main() -> None:
                 collection_workers=2,
                 collection_concurrency=args.concurrency,
                 collection_read_timeout_s=10.0,
+                runtime_switch_interval_ms=args.switch_ms,
+                runtime_gc_gen0_threshold=args.gc_gen0,
             )
             if not args.python_defaults:  # as `risk-monitor serve` does
                 runtime.tune(
