@@ -288,7 +288,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2, help="collection.concurrency (requests per venue)")
     parser.add_argument("--batch", type=int, default=100, help="accounts per venue request (0: one per account)")
     parser.add_argument("--switch-ms", type=float, default=1.0, help="runtime.switch_interval_ms")
-    parser.add_argument("--gc-gen0", type=int, default=50_000, help="runtime.gc_gen0_threshold (0: Python's)")
+    parser.add_argument("--gc-gen0", type=int, default=0, help="runtime.gc_gen0_threshold (0: Python's)")
     parser.add_argument(
         "--python-defaults", action="store_true", help="skip `serve`'s interpreter tuning (services/runtime.py)"
     )

@@ -406,7 +406,7 @@ class Settings:
     leases_account_shards: int = 16
     # --- interpreter (issue 8) ---
     runtime_switch_interval_ms: float = 1.0
-    runtime_gc_gen0_threshold: int = 50_000
+    runtime_gc_gen0_threshold: int = 0  # measured: 50,000 made each young pass ~100 ms (docs/performance.md)
     venues: tuple[VenueSettings, ...] = ()
     # --- evaluation (issue 4) ---
     limits_file: str = ""
