@@ -80,8 +80,9 @@ critical = "50000000"
 
 
 class GcPauses:
-    """Durations of the cyclic garbage collector's runs per generation (gc.callbacks): a full collection
-    holds the GIL for its whole length, so it shows up directly as scheduler lateness."""
+    """CPU time of the cyclic garbage collector's runs per generation (gc.callbacks; the collecting thread's
+    CPU clock, since wall time would also count other threads that take the GIL between the callbacks): a
+    collection holds the GIL for its whole length, so it shows up directly as scheduler lateness."""
 
     def __init__(self) -> None:
         self.pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
@@ -89,9 +90,9 @@ class GcPauses:
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
-            self._started = time.perf_counter()
+            self._started = time.thread_time()
         else:
-            self.pauses[info["generation"]].append(time.perf_counter() - self._started)
+            self.pauses[info["generation"]].append(time.thread_time() - self._started)
 
     def reset(self) -> None:
         self.pauses = {0: [], 1: [], 2: []}
