@@ -27,10 +27,12 @@ from models.risk import (
     PendingSettlement,
     PnlMarks,
     Position,
+    PositionSpec,
     Price,
     RiskBook,
     build_book,
-    split_symbol,
+    position_row,
+    position_spec,
     update_book,
 )
 from services.raw_rows import fetch_all
@@ -191,15 +193,15 @@ class _Reader:
     venues: dict[int, str]
     data_times: dict[str, datetime] = field(default_factory=dict)
     positions_as_of: dict[str, datetime] = field(default_factory=dict)  # account key -> its positions' head
-    instruments: dict[str, tuple[str, str, InstrumentKind] | None] = field(default_factory=dict)
+    instruments: dict[str, PositionSpec | None] = field(default_factory=dict)
     row_times: dict[tuple[str, str], datetime] = field(default_factory=dict)
     skipped: int = 0
 
-    def instrument(self, symbol: str) -> tuple[str, str, InstrumentKind] | None:
+    def instrument(self, symbol: str) -> PositionSpec | None:
         """Parsed once per symbol, not per row."""
         if symbol not in self.instruments:
             try:
-                self.instruments[symbol] = (*split_symbol(symbol), instrument_kind(symbol))
+                self.instruments[symbol] = position_spec(symbol, instrument_kind(symbol))
             except ValueError:
                 self.instruments[symbol] = None
         return self.instruments[symbol]
@@ -273,26 +275,25 @@ class _Reader:
         venue = self.venues.get(account_id, "")  # none for a row left out (not an exchange account)
         items: list[Position] = []
         skipped = 0
+        instruments, make = self.instruments, position_row
         for _, symbol, quantity, avg_price, mark_price, realized, observed_at in rows:
-            instrument = self.instruments[symbol] if symbol in self.instruments else self.instrument(symbol)
-            if key is None or instrument is None:
+            spec = instruments[symbol] if symbol in instruments else self.instrument(symbol)
+            if key is None or spec is None:
                 skipped += 1
                 continue
             mark = None if mark_price is None else Decimal(mark_price)  # inline: a call per row costs
             items.append(
-                Position(
+                make(
+                    spec,
                     venue,
                     key,
                     symbol,
-                    Decimal(quantity),
-                    # An unknown average price counts as the mark: zero unrealized P&L rather than a made-up one.
-                    Decimal(avg_price) if avg_price is not None else (mark if mark is not None else ZERO),
                     observed_at,
-                    mark,
-                    None if realized is None else Decimal(realized),
-                    kind=instrument[2],
-                    base=instrument[0],
-                    quote=instrument[1],
+                    quantity=Decimal(quantity),
+                    # An unknown average price counts as the mark: zero unrealized P&L rather than a made-up one.
+                    avg_price=Decimal(avg_price) if avg_price is not None else (mark if mark is not None else ZERO),
+                    mark_price=mark,
+                    realized_pnl=None if realized is None else Decimal(realized),
                 )
             )
         return Kept(head, content, tuple(items), newest, skipped)
