@@ -93,7 +93,10 @@ class Kept(Generic[_Row]):
     """One account's rows of one kind as the last read left them."""
 
     head: datetime  # the snapshot head (collected_at) they were read at
-    content: tuple[tuple[Any, ...], ...]  # the fetched rows without observed_at, NUMERICs as text (exact)
+    # The fetched rows without account id and observed_at, NUMERICs as text (exact), in one flat tuple: rows
+    # have a fixed width, so it compares like the rows would, and it is one object per account, not one per row
+    # (each kept object is walked by the cyclic collector until it dies).
+    content: tuple[Any, ...]
     items: tuple[_Row, ...]  # the domain rows built from the first snapshot that had this content
     newest: datetime | None  # newest observed_at of the rows at ``head``
     skipped: int  # rows left out (an unknown account key or a symbol that can't be split)
@@ -195,6 +198,7 @@ class _Reader:
     positions_as_of: dict[str, datetime] = field(default_factory=dict)  # account key -> its positions' head
     instruments: dict[str, PositionSpec | None] = field(default_factory=dict)
     row_times: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    marks: dict[str, Decimal] = field(default_factory=dict)  # mark price text -> its Decimal (immutable: shared)
     skipped: int = 0
 
     def instrument(self, symbol: str) -> PositionSpec | None:
@@ -242,7 +246,7 @@ class _Reader:
             if rows is None:
                 kept[account_id] = cache.positions[account_id]
                 continue
-            content = tuple(map(_POSITION_CONTENT, rows))
+            content = tuple(chain.from_iterable(map(_POSITION_CONTENT, rows)))
             newest = max(map(_POSITION_OBSERVED, rows), default=None)
             old = cache.positions.get(account_id)
             if old is not None and old.content == content:  # the same positions again: keep the built ones
@@ -267,7 +271,7 @@ class _Reader:
         self,
         account_id: int,
         head: datetime,
-        content: tuple[tuple[Any, ...], ...],
+        content: tuple[Any, ...],
         rows: list[tuple[Any, ...]],
         newest: datetime | None,
     ) -> Kept[Position]:
@@ -275,13 +279,19 @@ class _Reader:
         venue = self.venues.get(account_id, "")  # none for a row left out (not an exchange account)
         items: list[Position] = []
         skipped = 0
-        instruments, make = self.instruments, position_row
+        instruments, marks, make = self.instruments, self.marks, position_row
         for _, symbol, quantity, avg_price, mark_price, realized, observed_at in rows:
             spec = instruments[symbol] if symbol in instruments else self.instrument(symbol)
             if key is None or spec is None:
                 skipped += 1
                 continue
-            mark = None if mark_price is None else Decimal(mark_price)  # inline: a call per row costs
+            # inline (a call per row costs); a venue marks a symbol alike in every account: parse each text once
+            if mark_price is None:
+                mark = None
+            elif mark_price in marks:
+                mark = marks[mark_price]
+            else:
+                mark = marks[mark_price] = Decimal(mark_price)
             items.append(
                 make(
                     spec,
@@ -307,7 +317,7 @@ class _Reader:
             if rows is None:
                 kept[account_id] = cache.balances[account_id]
                 continue
-            content = tuple(map(_BALANCE_CONTENT, rows))
+            content = tuple(chain.from_iterable(map(_BALANCE_CONTENT, rows)))
             newest = max(map(_BALANCE_OBSERVED, rows), default=None)
             old = cache.balances.get(account_id)
             if old is not None and old.content == content:
@@ -335,10 +345,11 @@ class _Reader:
         return out
 
 
-# Row shapes of POSITIONS_SQL / BALANCES_SQL: everything but observed_at (the last column) is content.
-_POSITION_CONTENT = itemgetter(0, 1, 2, 3, 4, 5)
+# Row shapes of POSITIONS_SQL / BALANCES_SQL: everything but account_id (the first column, the same for all of
+# an account's rows) and observed_at (the last) is content.
+_POSITION_CONTENT = itemgetter(1, 2, 3, 4, 5)
 _POSITION_OBSERVED = itemgetter(6)
-_BALANCE_CONTENT = itemgetter(0, 1, 2, 3, 4)
+_BALANCE_CONTENT = itemgetter(1, 2, 3, 4)
 _BALANCE_OBSERVED = itemgetter(5)
 
 
