@@ -34,6 +34,7 @@ from models.risk import (
     position_row,
     position_spec,
     update_book,
+    with_mark,
 )
 from services.raw_rows import fetch_all
 
@@ -252,7 +253,7 @@ class _Reader:
             if old is not None and old.content == content:  # the same positions again: keep the built ones
                 kept[account_id] = Kept(head, old.content, old.items, newest, old.skipped)
             else:
-                kept[account_id] = self.build_positions(account_id, head, content, rows, newest)
+                kept[account_id] = self.build_positions(account_id, head, content, rows, newest, old=old)
         cache.positions = kept
         out: dict[str, tuple[Position, ...]] = {}
         keys, venues = self.keys, self.venues
@@ -274,13 +275,27 @@ class _Reader:
         content: tuple[Any, ...],
         rows: list[tuple[Any, ...]],
         newest: datetime | None,
+        *,
+        old: Kept[Position] | None,
     ) -> Kept[Position]:
         key = self.keys.get(account_id)
         venue = self.venues.get(account_id, "")  # none for a row left out (not an exchange account)
         items: list[Position] = []
         skipped = 0
         instruments, marks, make = self.instruments, self.marks, position_row
-        for _, symbol, quantity, avg_price, mark_price, realized, observed_at in rows:
+        # The kept rows line up with the fetched ones (same count, none left out, same account): a row whose
+        # content differs only in its mark (marks move every poll) keeps the kept Position's other values.
+        before: tuple[Any, ...] = ()
+        kept_items: tuple[Position, ...] = ()
+        if (
+            old is not None
+            and not old.skipped
+            and len(old.content) == len(content)
+            and key is not None
+            and (not old.items or (old.items[0].account == key and old.items[0].venue == venue))
+        ):
+            before, kept_items = old.content, old.items
+        for i, (_, symbol, quantity, avg_price, mark_price, realized, observed_at) in enumerate(rows):
             spec = instruments[symbol] if symbol in instruments else self.instrument(symbol)
             if key is None or spec is None:
                 skipped += 1
@@ -292,6 +307,17 @@ class _Reader:
                 mark = marks[mark_price]
             else:
                 mark = marks[mark_price] = Decimal(mark_price)
+            j = 5 * i  # this row in the kept content: symbol, quantity, avg_price, mark_price, realized_pnl
+            if (
+                before
+                and avg_price is not None  # (an unknown average price is taken from the mark)
+                and before[j + 1] == quantity
+                and before[j + 2] == avg_price
+                and before[j + 4] == realized
+                and before[j] == symbol
+            ):
+                items.append(with_mark(kept_items[i], mark, observed_at))
+                continue
             items.append(
                 make(
                     spec,

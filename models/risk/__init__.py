@@ -74,6 +74,7 @@ from models.risk.values import (
     position_row,
     position_spec,
     split_symbol,
+    with_mark,
 )
 
 __all__ = [
@@ -149,5 +150,6 @@ __all__ = [
     "update_book",
     "update_marks",
     "venue_delta",
+    "with_mark",
     "within_tolerance",
 ]

@@ -158,6 +158,17 @@ def _position_change(rows: tuple[Position, ...] | None, before: tuple[Position, 
 
 
 def _position_but_mark(a: Position, b: Position) -> bool:
+    if (  # a loader that kept the unchanged values (`with_mark`): no Decimal comparisons
+        a.quantity is b.quantity
+        and a.avg_price is b.avg_price
+        and a.realized_pnl is b.realized_pnl
+        and a.multiplier is b.multiplier
+        and a.delta is b.delta
+        and a.instrument is b.instrument
+        and a.symbol is b.symbol
+        and a.base is b.base
+    ):
+        return True
     return (
         a.instrument == b.instrument
         and a.symbol == b.symbol

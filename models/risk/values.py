@@ -270,3 +270,28 @@ class PositionTick:
     """A position update or fill result: the account's new position in `position.symbol`."""
 
     position: Position
+
+
+def with_mark(position: Position, mark_price: Decimal | None, observed_at: datetime) -> Position:
+    """``replace(position, mark_price=mark_price, observed_at=observed_at)`` for a position whose average price
+    was given (not taken from the mark), sharing every other value: a venue's next poll when only its marks
+    moved. The shared Decimals let `update_book` see the unchanged fields by identity."""
+    new: Position = _new(Position)
+    _set_venue(new, position.venue)
+    _set_account(new, position.account)
+    _set_symbol(new, position.symbol)
+    _set_quantity(new, position.quantity)
+    _set_avg_price(new, position.avg_price)
+    _set_observed_at(new, observed_at)
+    _set_mark_price(new, mark_price)
+    _set_realized_pnl(new, position.realized_pnl)
+    _set_multiplier(new, position.multiplier)
+    _set_kind(new, position.kind)
+    _set_delta(new, position.delta)
+    _set_base(new, position.base)
+    _set_quote(new, position.quote)
+    _set_pair(new, position.pair)
+    _set_instrument(new, position.instrument)
+    _set_units(new, position.units)
+    _set_cost(new, position.cost)
+    return new
