@@ -89,9 +89,10 @@ BOOK_QUERIES = (
 _Row = TypeVar("_Row", Position, Balance)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Kept(Generic[_Row]):
-    """One account's rows of one kind as the last read left them."""
+    """One account's rows of one kind as the last read left them. A moved head with the same content updates
+    ``head`` and ``newest`` in place (no new object per account and pass); every other field is fixed."""
 
     head: datetime  # the snapshot head (collected_at) they were read at
     # The fetched rows without account id and observed_at, NUMERICs as text (exact), in one flat tuple: rows
@@ -122,6 +123,7 @@ class BookCache:
     balances: dict[int, Kept[Balance]] = field(default_factory=dict)
     book: RiskBook | None = None
     metas: list[AccountMeta] = field(default_factory=list)  # the accounts the book was built with
+    meta_inputs: tuple[object, ...] = ()  # what `metas` was made from: the same again reuses them unbuilt
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +253,8 @@ class _Reader:
             newest = max(map(_POSITION_OBSERVED, rows), default=None)
             old = cache.positions.get(account_id)
             if old is not None and old.content == content:  # the same positions again: keep the built ones
-                kept[account_id] = Kept(head, old.content, old.items, newest, old.skipped)
+                old.head, old.newest = head, newest
+                kept[account_id] = old
             else:
                 kept[account_id] = self.build_positions(account_id, head, content, rows, newest, old=old)
         cache.positions = kept
@@ -347,7 +350,8 @@ class _Reader:
             newest = max(map(_BALANCE_OBSERVED, rows), default=None)
             old = cache.balances.get(account_id)
             if old is not None and old.content == content:
-                kept[account_id] = Kept(head, old.content, old.items, newest, old.skipped)
+                old.head, old.newest = head, newest
+                kept[account_id] = old
                 continue
             key = keys.get(account_id)
             items = (
@@ -399,7 +403,11 @@ def _metas(
     custodians: Mapping[str, str],
     groups: Mapping[str, tuple[str, ...]],
     cache: BookCache,
-) -> list[AccountMeta]:
+) -> tuple[list[AccountMeta], tuple[object, ...]]:
+    """The accounts' metadata, and what it was made from (keys in order: the book's account order)."""
+    inputs = (tuple(keys.items()), venues, custodians, dict(groups))
+    if cache.metas and inputs == cache.meta_inputs:  # a few C comparisons instead of 10k objects built
+        return cache.metas, cache.meta_inputs
     member_of: dict[str, set[str]] = {}
     for group, members in groups.items():
         for member in members:
@@ -408,7 +416,8 @@ def _metas(
         AccountMeta(key, venues[account_id], custodians.get(key), frozenset(member_of.get(key, ())))
         for account_id, key in keys.items()
     ]
-    return cache.metas if metas == cache.metas else metas  # the same objects: fewer survivors (see _marks)
+    # the same objects: fewer survivors (see _marks)
+    return (cache.metas if metas == cache.metas else metas), inputs
 
 
 def _marks(rows: list[Any], cache: BookCache) -> dict[str, PnlMarks]:
@@ -479,7 +488,7 @@ def read_book(
     for source_kind, at in reader.row_times.items():
         if source_kind not in fresh or at > fresh[source_kind]:
             fresh[source_kind] = at
-    metas = _metas(keys, venues, custodians, groups, cache)
+    metas, meta_inputs = _metas(keys, venues, custodians, groups, cache)
     if cache.book is not None and cache.metas == metas and cache.book.day_offset == day_offset:
         book = update_book(
             cache.book,
@@ -507,7 +516,7 @@ def read_book(
         # hands `update_book` the very tuples of accounts whose content did not change.
         cache.positions = _adopt(cache.positions, book.positions, keys)
         cache.balances = _adopt(cache.balances, book.balances, keys)
-    cache.book, cache.metas = book, metas
+    cache.book, cache.metas, cache.meta_inputs = book, metas, meta_inputs
     times: list[Any] = [*reader.data_times.values(), *(p.observed_at for p in prices)]
     return LoadedBook(
         book=book,
