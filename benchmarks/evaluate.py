@@ -15,6 +15,9 @@ every mark and compliance row; it is reported on its own. Then, per repeat, inte
 - a cold-start pass (empty state: a replica that just took over the job);
 - the in-run baseline of the every-head-moved pass: the same, with the loader made to rebuild every fetched
   account's rows (as it did before it compared a moved account's fetched content with the kept one);
+- a pass right after a batch where every head moved *and* every position's venue mark moved (the soak's
+  case: venues report marks that move every second, so no account's content repeats), with this process's
+  CPU seconds for it and for the read-only floor (PostgreSQL's own CPU is not counted);
 - the read-only floor, a book load from scratch and one with the previous book kept, and the pure compute
   on a fresh book (builds the index) and on the kept book.
 

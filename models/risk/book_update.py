@@ -3,7 +3,9 @@
 A job that evaluates every second over mostly unchanged snapshots keeps its book between passes. Building
 a book and the fast path's index from scratch is a Python pass over every position (≈ 0.3 s at 100k);
 `update_book` instead keeps the previous mappings for accounts whose rows did not move and patches the
-index (`fast_index.patch_index`) for those that did. The result equals `build_book` over the same inputs.
+index (`fast_index.patch_index`) for those that did; accounts whose positions differ only in their venue
+marks (every poll when marks move) get only their mark-dependent index columns recomputed. The result equals
+`build_book` over the same inputs.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -25,6 +25,7 @@ from models.risk import (
     trading_day,
     unsettled_exposure,
     update_marks,
+    with_mark,
 )
 from tests.factories import NOW, balance, custody, price, settlement
 
@@ -155,3 +156,15 @@ def test_position_row_equals_the_dataclass_in_every_field(
 def test_position_spec_rejects_what_position_rejects() -> None:
     with pytest.raises(ValueError, match="cannot split"):
         position_spec("BTC-27JUN25-60000-C", InstrumentKind.OPTION)
+
+
+@pytest.mark.parametrize("mark", [None, D("101.50"), D("1E+2")])
+def test_with_mark_is_replace_sharing_the_other_values(mark: Decimal | None) -> None:
+    kept = Position("v", "v:a", "ETH-USDT-SWAP", D("-2.50"), D("3000.1"), NOW, D("2999"), D("1.0"))
+    later = NOW + timedelta(seconds=1)
+    moved = with_mark(kept, mark, later)
+    expected = replace(kept, mark_price=mark, observed_at=later)
+    for name in (f.name for f in fields(Position)):
+        assert repr(getattr(moved, name)) == repr(getattr(expected, name)), name
+    assert moved.quantity is kept.quantity
+    assert moved.cost is kept.cost
