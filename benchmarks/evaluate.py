@@ -15,6 +15,9 @@ every mark and compliance row; it is reported on its own. Then, per repeat, inte
 - a cold-start pass (empty state: a replica that just took over the job);
 - the in-run baseline of the every-head-moved pass: the same, with the loader made to rebuild every fetched
   account's rows (as it did before it compared a moved account's fetched content with the kept one);
+- a pass right after a batch where every head moved *and* every position's venue mark moved (the soak's
+  case: venues report marks that move every second, so no account's content repeats), with this process's
+  CPU seconds for it and for the read-only floor (PostgreSQL's own CPU is not counted);
 - the read-only floor, a book load from scratch and one with the previous book kept, and the pure compute
   on a fresh book (builds the index) and on the kept book.
 
@@ -135,9 +138,11 @@ def read_floor(engine: Engine) -> int:
     return count
 
 
-def move_every_head(engine: Engine, at: datetime) -> None:
+def move_every_head(engine: Engine, at: datetime, marks: dict[str, Decimal] | None = None) -> None:
     """A new positions and balances batch for every account, collected at ``at``, with the same contents: what
-    the evaluation sees after every venue's poll landed (heads move on every poll, even when nothing traded)."""
+    the evaluation sees after every venue's poll landed (heads move on every poll, even when nothing traded).
+    ``marks``: each position's mark price becomes its symbol's (every position's content then differs, as in
+    the soak, where the venues report marks that move every second)."""
     store = SnapshotStore(engine)
     with engine.connect() as conn:
         positions = fetch_all(
@@ -153,6 +158,8 @@ def move_every_head(engine: Engine, at: datetime) -> None:
     for kind, rows in (("positions", positions), ("balances", balances)):
         by_venue: dict[str, dict[int, list[tuple[object, ...]]]] = {}
         for venue, account_id, *values in rows:
+            if kind == "positions" and marks is not None:
+                values[3] = marks[values[0]]  # (symbol, quantity, avg_price, mark_price, realized_pnl)
             by_venue.setdefault(venue, {}).setdefault(account_id, []).append((*values, at))
         for venue, accounts in by_venue.items():
             batch = [AccountSnapshot(account_id, at, items) for account_id, items in accounts.items()]
@@ -186,13 +193,25 @@ GC = GcClock()
 
 
 def timed(func: Callable[[], T]) -> tuple[float, T]:
-    started, in_gc = time.perf_counter(), GC.seconds
+    started, in_gc, cpu = time.perf_counter(), GC.seconds, time.process_time()
     result = func()
+    CPU_SPENT.append(time.process_time() - cpu)
     GC_SPENT.append(GC.seconds - in_gc)
     return time.perf_counter() - started, result
 
 
 GC_SPENT: list[float] = []  # cyclic GC seconds inside each timed call
+CPU_SPENT: list[float] = []  # this process's CPU seconds inside each timed call (PostgreSQL's are not counted)
+
+
+def walked_marks(engine: Engine, step: int) -> dict[str, Decimal]:
+    """A mark per symbol, a little higher at every step (1 bp): what venues report when prices move every
+    second, without opening or resolving alerts from one pass to the next."""
+    with engine.connect() as conn:
+        prices = dict(fetch_all(conn, "SELECT symbol, price FROM price_latest"))
+    factor = 1 + Decimal(step) / 10_000
+    marks = {f"{b}-USDT": (prices[f"{b}-USDT"] * factor).quantize(Decimal("0.01")) for b in BASES}
+    return {**marks, **{f"{symbol}-SWAP": mark for symbol, mark in marks.items()}}
 
 
 def main() -> None:
@@ -277,6 +296,21 @@ def main() -> None:
             seconds, rebuilt = timed(partial(job_pass, now, **job))
             record("rebuilt", seconds)
             record("rebuilt_read", rebuilt.timings["read"])
+            # every head moved and every position's mark with it (the soak's case: nothing is kept)
+            now += timedelta(seconds=1)
+            move_every_head(
+                engine, now - timedelta(milliseconds=500), walked_marks(engine, len(t.get("marked", ())) + 1)
+            )  # not timed
+            settle()
+            seconds, marked = timed(partial(job_pass, now, **job))
+            record("marked", seconds)
+            record("marked_cpu", CPU_SPENT[-1])
+            record("marked_gc", GC_SPENT[-1])
+            record("marked_read", marked.timings["read"])
+            record("marked_compute", marked.timings["compute"])
+            record("marked_write", marked.timings["write"])
+            timed(partial(read_floor, engine))
+            record("floor_cpu", CPU_SPENT[-1])
             events = (moved.events, result.events, cold.events, rebuilt.events)
             assert events == ([], [], [], []), "steady state must not change alerts"
         engine.dispose()
@@ -313,6 +347,13 @@ def main() -> None:
     line("  baseline: the same, every fetched row rebuilt (no content reuse):", "rebuilt", True)
     line("    of which read:", "rebuilt_read")
     print(f"  every head moved, content reuse vs rebuilt: {m['moved'] / m['rebuilt']:.2f}x")
+    line("full pass, every head moved and every mark moved:", "marked", True)
+    line("  its CPU in this process (read-only floor's CPU below):", "marked_cpu")
+    line("", "floor_cpu")
+    line("  of which read / compute / write / cyclic GC:", "marked_read")
+    line("", "marked_compute")
+    line("", "marked_write")
+    line("", "marked_gc")
     line("full pass, cold start (no state: a replica taking over):", "cold", True)
     line("exact firm-wide gauges (every 10 s, not part of a pass):", "firm")
 

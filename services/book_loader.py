@@ -27,11 +27,14 @@ from models.risk import (
     PendingSettlement,
     PnlMarks,
     Position,
+    PositionSpec,
     Price,
     RiskBook,
     build_book,
-    split_symbol,
+    position_row,
+    position_spec,
     update_book,
+    with_mark,
 )
 from services.raw_rows import fetch_all
 
@@ -86,12 +89,16 @@ BOOK_QUERIES = (
 _Row = TypeVar("_Row", Position, Balance)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Kept(Generic[_Row]):
-    """One account's rows of one kind as the last read left them."""
+    """One account's rows of one kind as the last read left them. A moved head with the same content updates
+    ``head`` and ``newest`` in place (no new object per account and pass); every other field is fixed."""
 
     head: datetime  # the snapshot head (collected_at) they were read at
-    content: tuple[tuple[Any, ...], ...]  # the fetched rows without observed_at, NUMERICs as text (exact)
+    # The fetched rows without account id and observed_at, NUMERICs as text (exact), in one flat tuple: rows
+    # have a fixed width, so it compares like the rows would, and it is one object per account, not one per row
+    # (each kept object is walked by the cyclic collector until it dies).
+    content: tuple[Any, ...]
     items: tuple[_Row, ...]  # the domain rows built from the first snapshot that had this content
     newest: datetime | None  # newest observed_at of the rows at ``head``
     skipped: int  # rows left out (an unknown account key or a symbol that can't be split)
@@ -116,6 +123,7 @@ class BookCache:
     balances: dict[int, Kept[Balance]] = field(default_factory=dict)
     book: RiskBook | None = None
     metas: list[AccountMeta] = field(default_factory=list)  # the accounts the book was built with
+    meta_inputs: tuple[object, ...] = ()  # what `metas` was made from: the same again reuses them unbuilt
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,15 +199,16 @@ class _Reader:
     venues: dict[int, str]
     data_times: dict[str, datetime] = field(default_factory=dict)
     positions_as_of: dict[str, datetime] = field(default_factory=dict)  # account key -> its positions' head
-    instruments: dict[str, tuple[str, str, InstrumentKind] | None] = field(default_factory=dict)
+    instruments: dict[str, PositionSpec | None] = field(default_factory=dict)
     row_times: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    marks: dict[str, Decimal] = field(default_factory=dict)  # mark price text -> its Decimal (immutable: shared)
     skipped: int = 0
 
-    def instrument(self, symbol: str) -> tuple[str, str, InstrumentKind] | None:
+    def instrument(self, symbol: str) -> PositionSpec | None:
         """Parsed once per symbol, not per row."""
         if symbol not in self.instruments:
             try:
-                self.instruments[symbol] = (*split_symbol(symbol), instrument_kind(symbol))
+                self.instruments[symbol] = position_spec(symbol, instrument_kind(symbol))
             except ValueError:
                 self.instruments[symbol] = None
         return self.instruments[symbol]
@@ -240,13 +249,14 @@ class _Reader:
             if rows is None:
                 kept[account_id] = cache.positions[account_id]
                 continue
-            content = tuple(map(_POSITION_CONTENT, rows))
+            content = tuple(chain.from_iterable(map(_POSITION_CONTENT, rows)))
             newest = max(map(_POSITION_OBSERVED, rows), default=None)
             old = cache.positions.get(account_id)
             if old is not None and old.content == content:  # the same positions again: keep the built ones
-                kept[account_id] = Kept(head, old.content, old.items, newest, old.skipped)
+                old.head, old.newest = head, newest
+                kept[account_id] = old
             else:
-                kept[account_id] = self.build_positions(account_id, head, content, rows, newest)
+                kept[account_id] = self.build_positions(account_id, head, content, rows, newest, old=old)
         cache.positions = kept
         out: dict[str, tuple[Position, ...]] = {}
         keys, venues = self.keys, self.venues
@@ -265,34 +275,64 @@ class _Reader:
         self,
         account_id: int,
         head: datetime,
-        content: tuple[tuple[Any, ...], ...],
+        content: tuple[Any, ...],
         rows: list[tuple[Any, ...]],
         newest: datetime | None,
+        *,
+        old: Kept[Position] | None,
     ) -> Kept[Position]:
         key = self.keys.get(account_id)
         venue = self.venues.get(account_id, "")  # none for a row left out (not an exchange account)
         items: list[Position] = []
         skipped = 0
-        for _, symbol, quantity, avg_price, mark_price, realized, observed_at in rows:
-            instrument = self.instruments[symbol] if symbol in self.instruments else self.instrument(symbol)
-            if key is None or instrument is None:
+        instruments, marks, make = self.instruments, self.marks, position_row
+        # The kept rows line up with the fetched ones (same count, none left out, same account): a row whose
+        # content differs only in its mark (marks move every poll) keeps the kept Position's other values.
+        before: tuple[Any, ...] = ()
+        kept_items: tuple[Position, ...] = ()
+        if (
+            old is not None
+            and not old.skipped
+            and len(old.content) == len(content)
+            and key is not None
+            and (not old.items or (old.items[0].account == key and old.items[0].venue == venue))
+        ):
+            before, kept_items = old.content, old.items
+        for i, (_, symbol, quantity, avg_price, mark_price, realized, observed_at) in enumerate(rows):
+            spec = instruments[symbol] if symbol in instruments else self.instrument(symbol)
+            if key is None or spec is None:
                 skipped += 1
                 continue
-            mark = None if mark_price is None else Decimal(mark_price)  # inline: a call per row costs
+            # inline (a call per row costs); a venue marks a symbol alike in every account: parse each text once
+            if mark_price is None:
+                mark = None
+            elif mark_price in marks:
+                mark = marks[mark_price]
+            else:
+                mark = marks[mark_price] = Decimal(mark_price)
+            j = 5 * i  # this row in the kept content: symbol, quantity, avg_price, mark_price, realized_pnl
+            if (
+                before
+                and avg_price is not None  # (an unknown average price is taken from the mark)
+                and before[j + 1] == quantity
+                and before[j + 2] == avg_price
+                and before[j + 4] == realized
+                and before[j] == symbol
+            ):
+                items.append(with_mark(kept_items[i], mark, observed_at))
+                continue
             items.append(
-                Position(
+                make(
+                    spec,
                     venue,
                     key,
                     symbol,
-                    Decimal(quantity),
-                    # An unknown average price counts as the mark: zero unrealized P&L rather than a made-up one.
-                    Decimal(avg_price) if avg_price is not None else (mark if mark is not None else ZERO),
                     observed_at,
-                    mark,
-                    None if realized is None else Decimal(realized),
-                    kind=instrument[2],
-                    base=instrument[0],
-                    quote=instrument[1],
+                    quantity=Decimal(quantity),
+                    # An unknown average price counts as the mark: zero unrealized P&L rather than a made-up one.
+                    avg_price=Decimal(avg_price) if avg_price is not None else (mark if mark is not None else ZERO),
+                    mark_price=mark,
+                    realized_pnl=None if realized is None else Decimal(realized),
                 )
             )
         return Kept(head, content, tuple(items), newest, skipped)
@@ -306,11 +346,12 @@ class _Reader:
             if rows is None:
                 kept[account_id] = cache.balances[account_id]
                 continue
-            content = tuple(map(_BALANCE_CONTENT, rows))
+            content = tuple(chain.from_iterable(map(_BALANCE_CONTENT, rows)))
             newest = max(map(_BALANCE_OBSERVED, rows), default=None)
             old = cache.balances.get(account_id)
             if old is not None and old.content == content:
-                kept[account_id] = Kept(head, old.content, old.items, newest, old.skipped)
+                old.head, old.newest = head, newest
+                kept[account_id] = old
                 continue
             key = keys.get(account_id)
             items = (
@@ -334,10 +375,11 @@ class _Reader:
         return out
 
 
-# Row shapes of POSITIONS_SQL / BALANCES_SQL: everything but observed_at (the last column) is content.
-_POSITION_CONTENT = itemgetter(0, 1, 2, 3, 4, 5)
+# Row shapes of POSITIONS_SQL / BALANCES_SQL: everything but account_id (the first column, the same for all of
+# an account's rows) and observed_at (the last) is content.
+_POSITION_CONTENT = itemgetter(1, 2, 3, 4, 5)
 _POSITION_OBSERVED = itemgetter(6)
-_BALANCE_CONTENT = itemgetter(0, 1, 2, 3, 4)
+_BALANCE_CONTENT = itemgetter(1, 2, 3, 4)
 _BALANCE_OBSERVED = itemgetter(5)
 
 
@@ -361,7 +403,11 @@ def _metas(
     custodians: Mapping[str, str],
     groups: Mapping[str, tuple[str, ...]],
     cache: BookCache,
-) -> list[AccountMeta]:
+) -> tuple[list[AccountMeta], tuple[object, ...]]:
+    """The accounts' metadata, and what it was made from (keys in order: the book's account order)."""
+    inputs = (tuple(keys.items()), venues, custodians, dict(groups))
+    if cache.metas and inputs == cache.meta_inputs:  # a few C comparisons instead of 10k objects built
+        return cache.metas, cache.meta_inputs
     member_of: dict[str, set[str]] = {}
     for group, members in groups.items():
         for member in members:
@@ -370,7 +416,8 @@ def _metas(
         AccountMeta(key, venues[account_id], custodians.get(key), frozenset(member_of.get(key, ())))
         for account_id, key in keys.items()
     ]
-    return cache.metas if metas == cache.metas else metas  # the same objects: fewer survivors (see _marks)
+    # the same objects: fewer survivors (see _marks)
+    return (cache.metas if metas == cache.metas else metas), inputs
 
 
 def _marks(rows: list[Any], cache: BookCache) -> dict[str, PnlMarks]:
@@ -441,7 +488,7 @@ def read_book(
     for source_kind, at in reader.row_times.items():
         if source_kind not in fresh or at > fresh[source_kind]:
             fresh[source_kind] = at
-    metas = _metas(keys, venues, custodians, groups, cache)
+    metas, meta_inputs = _metas(keys, venues, custodians, groups, cache)
     if cache.book is not None and cache.metas == metas and cache.book.day_offset == day_offset:
         book = update_book(
             cache.book,
@@ -469,7 +516,7 @@ def read_book(
         # hands `update_book` the very tuples of accounts whose content did not change.
         cache.positions = _adopt(cache.positions, book.positions, keys)
         cache.balances = _adopt(cache.balances, book.balances, keys)
-    cache.book, cache.metas = book, metas
+    cache.book, cache.metas, cache.meta_inputs = book, metas, meta_inputs
     times: list[Any] = [*reader.data_times.values(), *(p.observed_at for p in prices)]
     return LoadedBook(
         book=book,

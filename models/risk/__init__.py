@@ -65,12 +65,16 @@ from models.risk.values import (
     InstrumentKind,
     PendingSettlement,
     Position,
+    PositionSpec,
     PositionTick,
     Price,
     PriceTick,
     canonical_symbol,
     pair_key,
+    position_row,
+    position_spec,
     split_symbol,
+    with_mark,
 )
 
 __all__ = [
@@ -99,6 +103,7 @@ __all__ = [
     "PendingSettlement",
     "PnlMarks",
     "Position",
+    "PositionSpec",
     "PositionTick",
     "Price",
     "PriceTable",
@@ -131,6 +136,8 @@ __all__ = [
     "is_overdue",
     "leverage",
     "pair_key",
+    "position_row",
+    "position_spec",
     "price_deviation",
     "price_table",
     "reconcile",
@@ -143,5 +150,6 @@ __all__ = [
     "update_book",
     "update_marks",
     "venue_delta",
+    "with_mark",
     "within_tolerance",
 ]

@@ -388,6 +388,27 @@ def _splice(
     return {name: column[order] for name, column in merged.items()}
 
 
+def _remark(book: RiskBook, changed_accounts: tuple[list[int], Bools], p: dict[str, Any]) -> dict[str, Any]:
+    """Position columns with the mark-dependent ones (``p_own``, ``p_a``, ``p_a_f``) recomputed for the rows of
+    these accounts, whose rows are otherwise the ones ``p`` holds: same count and order, so they sit where
+    they were. The same expressions as `_position_rows`."""
+    ranks, changed = changed_accounts
+    accounts = list(book.accounts)
+    rows: list[Position] = []
+    for i in ranks:
+        rows += book.positions.get(accounts[i], ())
+    at = np.flatnonzero(changed[p["p_acct"]])  # their rows, in account then row order, like ``rows``
+    if len(at) != len(rows):
+        raise ValueError("marks-only accounts must keep their number of positions")
+    with localcontext(RISK_CONTEXT):
+        a = [q.units if q.mark_price is None else q.units * q.mark_price for q in rows]
+    own, p_a, p_a_f = p["p_own"].copy(), p["p_a"].copy(), p["p_a_f"].copy()
+    own[at] = [q.mark_price is not None for q in rows]
+    p_a[at] = objects_array(a)
+    p_a_f[at] = _floats_except(a, p["p_units_f"][at], [i for i, q in enumerate(rows) if q.mark_price is not None])
+    return {**p, "p_own": own, "p_a": p_a, "p_a_f": p_a_f}
+
+
 def patch_index(
     previous: BookIndex,
     book: RiskBook,
@@ -395,9 +416,14 @@ def patch_index(
     positions: Collection[str] = (),
     balances: Collection[str] = (),
     custody: Collection[str] = (),
+    marks: Collection[str] = (),
 ) -> BookIndex:
     """`book`'s index from the index of a book with the same accounts mapping, whose positions, balances and
-    custody rows differ only for the named accounts. Equal to a fresh build (tests compare them)."""
+    custody rows differ only for the named accounts. Equal to a fresh build (tests compare them).
+
+    ``marks``: accounts whose positions differ only in their venue mark prices (same rows in the same order
+    otherwise), as every poll brings when marks move; only the mark-dependent columns of their rows are
+    recomputed, in place."""
     if previous.accounts_map is not book.accounts:
         return _build_index(book)
     rank = previous.rank
@@ -416,6 +442,8 @@ def patch_index(
         p = _splice(previous, _P_COLUMNS, "p_acct", new, changed)
     else:
         p = {name: getattr(previous, name) for name in _P_COLUMNS}
+    if marks:
+        p = _remark(book, mask(marks), p)
     if balances:
         ranks, changed = mask(balances)
         b = _splice(previous, _B_COLUMNS, "b_acct", _balance_rows(book, ranks, asset_codes), changed)
@@ -439,7 +467,7 @@ def patch_index(
     memo = previous.memo
     if memo is not None:  # exact figures of accounts whose rows did not change still hold at their prices
         done = memo.done.copy()
-        done[[rank[a] for a in (*positions, *balances) if a in rank]] = False
+        done[[rank[a] for a in (*positions, *balances, *marks) if a in rank]] = False
         index.memo = ExactMemo(memo.pair_mark, memo.asset_usd, memo.gross, memo.net, memo.equity, done)
     return index
 

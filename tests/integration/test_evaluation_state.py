@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from sqlalchemy import Engine, text
 
-from models.risk import Limit, LimitType, Scope, evaluate, fast_index
+from models.risk import Limit, LimitType, Position, Scope, evaluate, fast_index
 from services import database
 from services.book_loader import BookCache, LoadedBook, load_book
 from services.evaluation import HistoryState, run_evaluation
@@ -208,3 +209,84 @@ def test_a_moved_head_with_the_same_contents_keeps_the_rows_and_any_content_chan
     assert [values["gross", a] for a in ("ex:a", "ex:b", "ex:c")] == [Decimal(170), Decimal(270), Decimal(170)]
     # equity = 1000 + unrealized P&L of the perpetuals: 1017 with avg 90, 1009.5 with avg 95 (less equity)
     assert values["leverage", "ex:c"] > values["leverage", "ex:a"] > Decimal("0.167")
+
+
+def test_positions_whose_marks_moved_keep_their_other_values_and_evaluate_like_a_fresh_read(
+    fresh_engine: Engine,
+) -> None:
+    """Venues report marks that move every poll: a row that differs from the kept one only in its mark keeps
+    the kept row's other values (the same Decimals); an average price taken from the mark, or any other
+    changed column, is rebuilt. The kept book then evaluates exactly like a fresh read."""
+    v = Venues.on(fresh_engine)
+    v.venue("ex")
+    v.venue("md", "market_data")
+    v.prices("md", {"BTC-USD": "100", "ETH-USD": "10"}, T0)
+    ids = {account: v.account_id("ex", account) for account in ("a", "b", "c")}
+
+    def number(text: str | None) -> Decimal | None:
+        return None if text is None else Decimal(text)
+
+    def poll(at: datetime, rows: dict[str, list[tuple[str, str, str | None, str | None]]]) -> None:
+        """rows: account -> (symbol, quantity, avg_price, mark_price)"""
+        batch = [
+            AccountSnapshot(ids[account], at, [(s, Decimal(q), number(a), number(m), None, at) for s, q, a, m in items])
+            for account, items in rows.items()
+        ]
+        v.store.write_snapshots(RunRecord("collect_positions", "ex", "positions", at, at), at, batch)
+        v.balances("ex", "a", {"USD": "1000"}, at, collected=at)
+
+    poll(
+        T0,
+        {
+            "a": [("BTC-USD-SWAP", "1.5", "90", "100.00"), ("ETH-USD-SWAP", "-2", "11", None)],
+            "b": [("BTC-USD-SWAP", "1", None, "100")],  # no average price: the mark stands in
+            "c": [("BTC-USD-SWAP", "1", "90", "100"), ("ETH-USD-SWAP", "3", "9", "10")],
+        },
+    )
+    limits = [
+        Limit("gross", LimitType.GROSS_NOTIONAL, per_account=True, warn=Decimal(1)),
+        Limit("pnl", LimitType.DAILY_LOSS, per_account=True, warn=Decimal(1)),
+    ]
+    cache = BookCache()
+    first = load_book(fresh_engine, cache=cache)
+    evaluate(first.book, limits, T0)  # builds the index the next book patches
+    before = first.book.positions
+
+    later = T0 + timedelta(seconds=1)
+    poll(
+        later,
+        {
+            "a": [("BTC-USD-SWAP", "1.5", "90", "101.250"), ("ETH-USD-SWAP", "-2", "11", "12")],  # marks only
+            "b": [("BTC-USD-SWAP", "1", None, "105")],
+            "c": [("BTC-USD-SWAP", "2", "90", "101"), ("ETH-USD-SWAP", "3", "9", "11")],  # one quantity too
+        },
+    )
+    cached = load_book(fresh_engine, cache=cache)
+    fresh = load_book(fresh_engine)
+    positions = cached.book.positions
+
+    def content(loaded: LoadedBook) -> dict[str, list[tuple[object, ...]]]:
+        """Every field, Decimals with their exponents (== ignores them)."""
+        return {
+            account: [tuple(repr(getattr(p, f.name)) for f in fields(Position)) for p in rows]
+            for account, rows in loaded.book.positions.items()
+        }
+
+    assert content(cached) == content(fresh)
+    a0, a1 = positions["ex:a"]
+    assert (a0.mark_price, a1.mark_price, a0.observed_at) == (Decimal("101.250"), Decimal(12), later)
+    assert a0.quantity is before["ex:a"][0].quantity
+    assert a0.cost is before["ex:a"][0].cost
+    assert positions["ex:b"][0].avg_price == Decimal(105)  # rebuilt from the new mark
+    c0, c1 = positions["ex:c"]
+    assert c0.quantity == Decimal(2)
+    assert c0.quantity is not before["ex:c"][0].quantity
+    assert c1.quantity is before["ex:c"][1].quantity
+    kept_checks = evaluate(cached.book, limits, later).checks
+    assert isinstance(cached.book.index_cache.get("fast"), fast_index.BookIndex)
+    assert [(c.fingerprint, c.level, c.value) for c in kept_checks] == [
+        (c.fingerprint, c.level, c.value) for c in evaluate(fresh.book, limits, later).checks
+    ]
+    values = {(c.limit.name, c.subject.scope_key): c.value for c in kept_checks}
+    # venue marks price the positions: 1.5 × 101.25 + 2 × 12 (the ETH row had no mark before)
+    assert values["gross", "ex:a"] == Decimal("175.875")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 from dataclasses import replace
 from datetime import timedelta
+from decimal import Decimal
 from itertools import chain
 from typing import Any
 
@@ -63,8 +64,11 @@ def _assert_same_index(patched: BookIndex, fresh: BookIndex) -> None:
             assert mine == value, name
 
 
+MARKS = st.sampled_from([None, Decimal("101.5"), Decimal("101.50"), Decimal("0.001"), Decimal("65000")])
+
+
 @st.composite
-def updates(draw: Any) -> tuple[Any, Any, Any, set[str], set[str], bool]:
+def updates(draw: Any) -> tuple[Any, Any, Any, set[str], set[str], bool, dict[str, Decimal | None]]:
     before = draw(books())
     after, marks, limits = draw(scenarios())
     if draw(st.booleans()):  # same prices: exact figures of unmoved accounts carry over from the last run
@@ -72,7 +76,9 @@ def updates(draw: Any) -> tuple[Any, Any, Any, set[str], set[str], bool]:
     moved_positions = draw(st.sets(st.sampled_from(ACCOUNTS)))
     moved_balances = draw(st.sets(st.sampled_from(ACCOUNTS)))
     restamped = draw(st.sets(st.sampled_from(ACCOUNTS)))  # a new snapshot, same contents, later time
-    return before, (after, marks, limits), restamped, moved_positions, moved_balances, draw(st.booleans())
+    # a new snapshot whose positions differ only in the venue's mark price (set, moved or dropped)
+    remarked = draw(st.dictionaries(st.sampled_from(ACCOUNTS), MARKS))
+    return before, (after, marks, limits), restamped, moved_positions, moved_balances, draw(st.booleans()), remarked
 
 
 def _by_account(rows: Any) -> dict[str, tuple[Any, ...]]:
@@ -85,7 +91,7 @@ def _by_account(rows: Any) -> dict[str, tuple[Any, ...]]:
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(updates())
 def test_an_updated_book_equals_a_fresh_build(update: Any) -> None:
-    before, (after, marks, limits), restamped, moved_positions, moved_balances, new_custody = update
+    before, (after, marks, limits), restamped, moved_positions, moved_balances, new_custody, remarked = update
     previous = build_book(**before)
     evaluate(previous, limits, NOW)  # builds the index the update patches
     new_positions, new_balances = _by_account(after["positions"]), _by_account(after["balances"])
@@ -95,6 +101,9 @@ def test_an_updated_book_equals_a_fresh_build(update: Any) -> None:
         for a, rows in previous.positions.items()
         if a not in moved_positions
     }
+    positions.update(
+        {a: tuple(replace(p, mark_price=mark) for p in positions[a]) for a, mark in remarked.items() if a in positions}
+    )
     positions.update({a: new_positions[a] for a in moved_positions if a in new_positions})
     balances = {
         a: tuple(replace(b, observed_at=later) for b in rows) if a in restamped else rows

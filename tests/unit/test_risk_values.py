@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -9,10 +10,14 @@ import pytest
 
 from models.risk import (
     INFINITY,
+    InstrumentKind,
     PnlMarks,
+    Position,
     data_age_seconds,
     drawdown,
     is_overdue,
+    position_row,
+    position_spec,
     price_deviation,
     price_table,
     reconcile,
@@ -20,6 +25,7 @@ from models.risk import (
     trading_day,
     unsettled_exposure,
     update_marks,
+    with_mark,
 )
 from tests.factories import NOW, balance, custody, price, settlement
 
@@ -111,3 +117,54 @@ def test_data_age_is_exact_and_never_seen_is_infinitely_old() -> None:
     assert data_age_seconds(NOW - timedelta(seconds=90, microseconds=500), NOW) == D("90.0005")
     assert data_age_seconds(None, NOW) == INFINITY
     assert data_age_seconds(NOW + timedelta(seconds=3), NOW) == D(0)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [  # symbol, kind, base, quote, quantity, avg_price, mark, realized
+        ("BTC-USDT", InstrumentKind.SPOT, "", "", "1.500", "60000.10", None, None),
+        ("ETH-USDT-SWAP", InstrumentKind.PERPETUAL, "", "", "-12.25", "3000", "3001.5", "-4.20"),
+        ("BTC-PERP", InstrumentKind.PERPETUAL, "", "", "0", "0E-8", "1", "0"),
+        ("XBTUSD", InstrumentKind.PERPETUAL, "BTC", "USD", "1E+3", "0.00001", "2", None),
+    ],
+)
+def test_position_row_equals_the_dataclass_in_every_field(
+    case: tuple[str, InstrumentKind, str, str, str, str, str | None, str | None],
+) -> None:
+    symbol, kind, base, quote, quantity, avg_price, mark, realized = case
+    mark_price, realized_pnl = (None if x is None else D(x) for x in (mark, realized))
+    built = Position(
+        "venue", "venue:acc", symbol, D(quantity), D(avg_price), NOW, mark_price, realized_pnl,
+        kind=kind, base=base, quote=quote,
+    )  # fmt: skip
+    fast = position_row(
+        position_spec(symbol, kind, base, quote),
+        "venue",
+        "venue:acc",
+        symbol,
+        NOW,
+        quantity=D(quantity),
+        avg_price=D(avg_price),
+        mark_price=mark_price,
+        realized_pnl=realized_pnl,
+    )
+    assert fast == built
+    for name in (f.name for f in fields(Position)):  # derived fields too, with their Decimal exponents
+        assert repr(getattr(fast, name)) == repr(getattr(built, name)), name
+
+
+def test_position_spec_rejects_what_position_rejects() -> None:
+    with pytest.raises(ValueError, match="cannot split"):
+        position_spec("BTC-27JUN25-60000-C", InstrumentKind.OPTION)
+
+
+@pytest.mark.parametrize("mark", [None, D("101.50"), D("1E+2")])
+def test_with_mark_is_replace_sharing_the_other_values(mark: Decimal | None) -> None:
+    kept = Position("v", "v:a", "ETH-USDT-SWAP", D("-2.50"), D("3000.1"), NOW, D("2999"), D("1.0"))
+    later = NOW + timedelta(seconds=1)
+    moved = with_mark(kept, mark, later)
+    expected = replace(kept, mark_price=mark, observed_at=later)
+    for name in (f.name for f in fields(Position)):
+        assert repr(getattr(moved, name)) == repr(getattr(expected, name)), name
+    assert moved.quantity is kept.quantity
+    assert moved.cost is kept.cost
