@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -194,11 +195,13 @@ class SnapshotStore:
                 run_id = self._insert_run(conn, run, _status(run, rejected), total, len(rejected))
                 cursor = _driver(conn).cursor()
                 with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-                    bad = _copy_snapshot_rows(copy, columns, collected_at, accounts, run_id)
+                    bad, refused_of = _copy_snapshot_rows(copy, columns, collected_at, accounts, run_id)
                 if bad:
                     rejected = [*rejected, *bad]
                     self._recount_run(conn, run, run_id, total - len(bad), len(rejected))
-                self._move_heads(conn, run.kind, collected_at, accounts, run_id)
+                # An account none of whose rows could be written keeps its head: not an empty (flat) book.
+                moved = [a for a in accounts if not a.rows or refused_of[a.account_id] < len(a.rows)]
+                self._move_heads(conn, run.kind, collected_at, moved, run_id)
                 self._insert_rejections(conn, run, run_id, rejected)
         except psycopg.errors.UniqueViolation:
             raise DuplicateBatch(run.venue_id, run.kind, collected_at) from None
@@ -421,8 +424,9 @@ def _copy_snapshot_rows(
     collected_at: datetime,
     accounts: Sequence[AccountSnapshot],
     run_id: int,
-) -> list[Rejection]:
-    """Stream the accounts' rows into ``copy`` as COPY text; return the rows it could not write."""
+) -> tuple[list[Rejection], Counter[int]]:
+    """Stream the accounts' rows into ``copy`` as COPY text; return the rows it could not write, and how many
+    of each account's rows those are."""
     formatter = CopyText()
     at = formatter.value(collected_at)
     end = f"\t{run_id}\n"
@@ -430,11 +434,13 @@ def _copy_snapshot_rows(
     heads: list[str] = []
     owners: list[int] = []  # each row's account, for the rare refused row
     bad: list[Rejection] = []
+    refused_of: Counter[int] = Counter()
 
     def flush() -> None:
         block, refused = formatter.block(rows, heads, end)
         copy.write(block)
         bad.extend(_rejection(columns[2:-1], rows, r, account_id=owners[r[0]]) for r in refused)
+        refused_of.update(owners[r[0]] for r in refused)
         rows.clear()
         heads.clear()
         owners.clear()
@@ -448,7 +454,7 @@ def _copy_snapshot_rows(
             flush()
     if rows:
         flush()
-    return bad
+    return bad, refused_of
 
 
 def _copy_price_rows(

@@ -237,3 +237,27 @@ def test_heads_move_forward_only(store: SnapshotStore, engine: Engine) -> None:
         b=ids["b"],
     )
     assert heads == [(ids["a"], t2, t2), (ids["b"], t1, t1)]
+
+
+def test_an_account_none_of_whose_rows_can_be_written_keeps_its_head(store: SnapshotStore, engine: Engine) -> None:
+    venue = _venue(store)
+    ids = store.account_ids(venue, ["a", "b"])
+    t1, t2 = T0 + timedelta(seconds=1), T0 + timedelta(seconds=2)
+    row = ("BTC-USDT", Decimal("1"), None, None, None, T0)
+    store.write_snapshots(_run(venue, "positions", t1), t1, [AccountSnapshot(ids["a"], t1, [row])])
+    unwritable = ("BTC-USDT", Decimal("NaN"), None, None, None, T0)
+    result = store.write_snapshots(
+        _run(venue, "positions", t2),
+        t2,
+        [AccountSnapshot(ids["a"], t2, [unwritable]), AccountSnapshot(ids["b"], t2, [])],  # b is flat: moves
+    )
+    assert (result.accepted, result.rejected) == (0, 1)
+    heads = _select(
+        engine,
+        "SELECT account_id, collected_at FROM snapshot_heads WHERE account_id IN (:a, :b) AND kind = 'positions'"
+        " ORDER BY account_id",
+        a=ids["a"],
+        b=ids["b"],
+    )
+    # a's book stays the last one written (not an empty, flat book); b's empty snapshot is a real flat book.
+    assert heads == [(ids["a"], t1), (ids["b"], t2)]
