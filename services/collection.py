@@ -3,8 +3,11 @@
 Every run ends in exactly one ``collection_runs`` row: ``succeeded``; ``partial`` (records rejected,
 or some accounts failed: the error names them, the others are written); or ``failed`` (nothing
 written: the venue is down, its breaker is open, the account list was unusable). One account's
-failure never stops the others, and a failed account keeps its previous snapshot as its latest.
-The mapping from records to rows is in ``services.collection_rows`` (pure functions).
+failure never stops the others, and a failed account keeps its previous snapshot as its latest; so does
+an account whose every record was rejected (an empty snapshot would read as a flat account). Accounts
+are read one request each, or ``batch`` per request from the venue's batched endpoints; either way a
+failure costs only the accounts it concerns. The mapping from records to rows is in
+``services.collection_rows`` (pure functions).
 """
 
 from __future__ import annotations
