@@ -13,8 +13,9 @@ alone. A probe job on the monitor's own scheduler (default pool, every 0.5 s) me
 actual start - scheduled time. The same probe first runs on an idle scheduler for ``--idle-s`` seconds in
 the same process: the loaded figure is read against that baseline. Reported: RSS at start (after warm-up)
 and end, lateness p50/p99/max idle vs loaded, missed and failed runs per job, CPU share (process CPU
-seconds / wall seconds), how many collections and evaluations ran, and the tick stream's achieved rate and
-round trips.
+seconds / wall seconds), the garbage collector's passes, how many collections and evaluations ran, and the
+tick stream's achieved rate and round trips. The monitor's interpreter is tuned as `serve` tunes it
+(services/runtime.py) unless ``--python-defaults``.
 """
 
 from __future__ import annotations
