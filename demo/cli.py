@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from types import FrameType
@@ -50,13 +51,51 @@ def endpoints(session: DemoSession) -> list[str]:
     ]
 
 
+# Set by SIGINT/SIGTERM. The KeyboardInterrupt the handler raises can be swallowed when the signal lands
+# while a finalizer or a library callback runs (seen once in CI: the demo ignored Ctrl-C); the flag is
+# checked between scenarios and ends the closing wait, so the stop is never lost.
+_stop_requested = threading.Event()
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
+    _stop_requested.set()
     raise KeyboardInterrupt  # SIGTERM stops the demo the way Ctrl-C does
+
+
+def _play(
+    names: Sequence[str],
+    ctx: Context,
+    view: LogView,
+    status: Status,
+    outcomes: list[Outcome],
+    *,
+    deadline: float | None,
+) -> None:
+    """Run the scenarios in order until ``deadline`` (monotonic), then keep trading until it; raises
+    KeyboardInterrupt as soon as a stop was requested."""
+    for name in names:
+        if _stop_requested.is_set():
+            raise KeyboardInterrupt
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        scenario = by_name(name)
+        view.say(f"scenario {scenario.title}: expects {scenario.describe(ctx)}")
+        outcome = scenario.run(ctx)
+        status.done.append(outcome)
+        outcomes.append(outcome)
+        view.say(f"scenario {scenario.title}: {'passed' if outcome.passed else 'FAILED'}")
+    if deadline is not None and time.monotonic() < deadline:
+        view.say("scenarios done: normal trading until --duration is up (Ctrl-C stops)")
+        _stop_requested.wait(max(0.0, deadline - time.monotonic()))
+    if _stop_requested.is_set():
+        raise KeyboardInterrupt
 
 
 def run(args: argparse.Namespace) -> int:
     logs.configure("ERROR", "text", "risk-monitor-demo", "demo")  # scenarios make venues fail on purpose
+    _stop_requested.clear()
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     names: Sequence[str] = args.scenario or NAMES
     ui = not args.no_ui and sys.stdout.isatty()
     began = time.monotonic()
@@ -79,18 +118,7 @@ def run(args: argparse.Namespace) -> int:
             return 1
         view.start()
         ctx = Context(session.control, session.probe, session.account_keys, session.evaluation_interval_s, view.say)
-        for name in names:
-            if args.duration and time.monotonic() - began >= args.duration:
-                break
-            scenario = by_name(name)
-            view.say(f"scenario {scenario.title}: expects {scenario.describe(ctx)}")
-            outcome = scenario.run(ctx)
-            status.done.append(outcome)
-            outcomes.append(outcome)
-            view.say(f"scenario {scenario.title}: {'passed' if outcome.passed else 'FAILED'}")
-        if args.duration and time.monotonic() - began < args.duration:
-            view.say("scenarios done: normal trading until --duration is up (Ctrl-C stops)")
-            time.sleep(max(0.0, args.duration - (time.monotonic() - began)))
+        _play(names, ctx, view, status, outcomes, deadline=began + args.duration if args.duration else None)
     except KeyboardInterrupt:
         interrupted = True
     finally:
