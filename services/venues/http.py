@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Self
+from typing import Any, Self, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 from urllib.request import getproxies_environment, proxy_bypass
 
@@ -51,6 +51,8 @@ from services import metrics, tracing
 from services.venues.breaker import BreakerState, CircuitBreaker, CircuitOpen
 
 log = logging.getLogger(__name__)
+
+P = TypeVar("P")
 
 __all__ = [
     "VENUE_ERRORS",
@@ -276,6 +278,19 @@ class _Client:
         """State of each endpoint's breaker (for metrics): endpoint name -> closed/open/half_open."""
         return self._http.breaker_states()
 
+    def _batch(
+        self,
+        endpoint: str,
+        path: str,
+        id_key: str,
+        ids: Sequence[str],
+        parse: Callable[[dict[str, Any], str, datetime], P],
+    ) -> BatchResult[P]:
+        """One batched GET (`?id_key=a&id_key=b`), each entry parsed by ``parse(entry, id, now)``."""
+        body = self._http.get(endpoint, path, [(id_key, i) for i in ids])
+        now = self._http.clock()
+        return parse_batch(body, id_key=id_key, requested=list(ids), parse_one=lambda doc, key: parse(doc, key, now))
+
     def close(self) -> None:
         self._http.close()
 
@@ -305,23 +320,23 @@ class ExchangeClient(_Client):
         return parse_balances(body, now=self._http.clock(), max_skew=self._skew, account_id=account_id)
 
     def positions_batch(self, account_ids: Sequence[str]) -> BatchResult[ParseResult[PositionRecord]]:
-        body = self._http.get("positions", "/api/v1/positions", [("account_id", a) for a in account_ids])
-        now, skew = self._http.clock(), self._skew
-        return parse_batch(
-            body,
-            id_key="account_id",
-            requested=list(account_ids),
-            parse_one=lambda doc, key: parse_positions(doc, now=now, max_skew=skew, account_id=key),
+        skew = self._skew
+        return self._batch(
+            "positions",
+            "/api/v1/positions",
+            "account_id",
+            account_ids,
+            lambda doc, key, now: parse_positions(doc, now=now, max_skew=skew, account_id=key),
         )
 
     def balances_batch(self, account_ids: Sequence[str]) -> BatchResult[ParseResult[BalanceRecord]]:
-        body = self._http.get("balances", "/api/v1/balances", [("account_id", a) for a in account_ids])
-        now, skew = self._http.clock(), self._skew
-        return parse_batch(
-            body,
-            id_key="account_id",
-            requested=list(account_ids),
-            parse_one=lambda doc, key: parse_balances(doc, now=now, max_skew=skew, account_id=key),
+        skew = self._skew
+        return self._batch(
+            "balances",
+            "/api/v1/balances",
+            "account_id",
+            account_ids,
+            lambda doc, key, now: parse_balances(doc, now=now, max_skew=skew, account_id=key),
         )
 
 
@@ -343,25 +358,24 @@ class CustodianClient(_Client):
 
     def master_balances(self, client_ids: Sequence[str]) -> BatchResult[ParseResult[CustodyBalanceRecord]]:
         """Batched `master-balance`: `GET /api/v1/master-balances?client_id=..&client_id=..`."""
-        body = self._http.get("master-balance", "/api/v1/master-balances", [("client_id", c) for c in client_ids])
-        now, skew = self._http.clock(), self._skew
-        return parse_batch(
-            body,
-            id_key="client_id",
-            requested=list(client_ids),
-            parse_one=lambda doc, key: parse_master_balance(doc, now=now, max_skew=skew, client_id=key),
+        skew = self._skew
+        return self._batch(
+            "master-balance",
+            "/api/v1/master-balances",
+            "client_id",
+            client_ids,
+            lambda doc, key, now: parse_master_balance(doc, now=now, max_skew=skew, client_id=key),
         )
 
     def segregated_balances_batch(self, client_ids: Sequence[str]) -> BatchResult[ParseResult[CustodyBalanceRecord]]:
         """Batched `segregated-balances`: `GET /api/v1/segregated-balances?client_id=..&client_id=..`."""
-        params = [("client_id", c) for c in client_ids]
-        body = self._http.get("segregated-balances", "/api/v1/segregated-balances", params)
-        now, skew = self._http.clock(), self._skew
-        return parse_batch(
-            body,
-            id_key="client_id",
-            requested=list(client_ids),
-            parse_one=lambda doc, key: parse_segregated_balances(doc, now=now, max_skew=skew, client_id=key),
+        skew = self._skew
+        return self._batch(
+            "segregated-balances",
+            "/api/v1/segregated-balances",
+            "client_id",
+            client_ids,
+            lambda doc, key, now: parse_segregated_balances(doc, now=now, max_skew=skew, client_id=key),
         )
 
     def pending_settlements(self) -> ParseResult[SettlementRecord]:
