@@ -140,26 +140,26 @@ def _per_account(
                 return None, [], f"{type(exc).__name__}: {exc}"
         return snapshot, bad, None
 
+    def guarded(call: Callable[[], T]) -> tuple[T | None, str | None]:
+        """The call's result, or why it failed: a venue error, or a surprise (logged with its traceback)."""
+        try:
+            return call(), None
+        except VENUE_ERRORS as exc:
+            return None, str(exc)
+        except Exception as exc:
+            log.exception("collecting %s of %s failed unexpectedly", kind, venue_id)
+            return None, f"{type(exc).__name__}: {exc}"
+
     def one(account: str) -> tuple[list[_AccountResult], list[Rejection]]:
         with log_context(account=account):
-            try:
-                payload = fetch.one(account)
-            except VENUE_ERRORS as exc:
-                return [(None, [], str(exc))], []
-            except Exception as exc:
-                log.exception("collecting %s of %s failed unexpectedly", kind, venue_id)
-                return [(None, [], f"{type(exc).__name__}: {exc}")], []
-        return [build(account, payload)], []
+            payload, failure = guarded(lambda: fetch.one(account))
+        return [build(account, payload) if failure is None else (None, [], failure)], []
 
     def many(chunk: Sequence[str]) -> tuple[list[_AccountResult], list[Rejection]]:
         # A failed request fails its chunk's accounts only; a failed entry only its account.
-        try:
-            got = fetch.many(chunk)
-        except VENUE_ERRORS as exc:
-            return [(None, [], str(exc))] * len(chunk), []
-        except Exception as exc:
-            log.exception("collecting %s of %s failed unexpectedly", kind, venue_id)
-            return [(None, [], f"{type(exc).__name__}: {exc}")] * len(chunk), []
+        got, failure = guarded(lambda: fetch.many(chunk))
+        if got is None:
+            return [(None, [], failure)] * len(chunk), []
         results = [
             build(a, got.results[a]) if a in got.results else (None, [], got.failures.get(a, "no snapshot"))
             for a in chunk
