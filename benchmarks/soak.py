@@ -154,12 +154,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status") as fh:
+def rss_mb(pid: int | str = "self") -> float:
+    with open(f"/proc/{pid}/status") as fh:
         for line in fh:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def worker_pids(monitor: Monitor) -> dict[str, int]:
+    return {name: w.pid for name, w in monitor.workers.items() if w.pid is not None}
+
+
+def monitor_rss(monitor: Monitor) -> float:
+    """The monitor's RSS: this process and its worker processes (runtime.workers)."""
+    return rss_mb() + sum(rss_mb(pid) for pid in worker_pids(monitor).values())
 
 
 def counter_total(name: str) -> dict[str, float]:
@@ -204,6 +213,7 @@ def start_sandbox(accounts: int, tmp: Path) -> tuple[subprocess.Popen[str], dict
 
 def tick_client(port: int, rate: float, seconds: float) -> None:
     """Stream price ticks at ``rate`` ticks/s in batches of TICK_BATCH; print one JSON line of figures."""
+    runtime.normal()  # started by a real-time soak (--realtime): the client is load, not the monitor
     from riskmonitor.v1 import risk_monitor_pb2 as pb
     from riskmonitor.v1 import risk_monitor_pb2_grpc as pb_grpc
 
@@ -294,6 +304,9 @@ def main() -> None:
     parser.add_argument(
         "--python-defaults", action="store_true", help="skip `serve`'s interpreter tuning (services/runtime.py)"
     )
+    parser.add_argument("--in-process", action="store_true", help="runtime.workers off: everything in this one process")
+    parser.add_argument("--realtime", type=int, default=0, help="SCHED_RR priority of the scheduling process")
+    parser.add_argument("--worker-nice", type=int, default=5, help="runtime.worker_nice")
     parser.add_argument("--tick-client", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     duration = args.minutes * 60 if args.minutes is not None else args.duration
@@ -305,6 +318,8 @@ def main() -> None:
         tmp = Path(tmp_dir)
         sandbox, where = start_sandbox(args.accounts, tmp)
         try:
+            if args.realtime:  # as serve does, and before the idle baseline: both phases in the same class
+                runtime.realtime(args.realtime)
             probe = Probe()
             idle = schedule.build_scheduler()
             idle.start()
@@ -339,6 +354,8 @@ def main() -> None:
                 collection_read_timeout_s=10.0,
                 runtime_switch_interval_ms=args.switch_ms,
                 runtime_gc_gen0_threshold=args.gc_gen0,
+                runtime_workers=not args.in_process,
+                runtime_worker_nice=args.worker_nice,
             )
             if not args.python_defaults:  # as `risk-monitor serve` does
                 runtime.tune(
@@ -354,7 +371,10 @@ def main() -> None:
                 if args.ticks_per_s > 0:  # runs through warm-up and the loaded phase; reports at its end
                     ticks = start_tick_client(monitor.grpc_port, args.ticks_per_s, 20 + duration)
                 time.sleep(20)  # warm-up: first full collection, first evaluation (opens every alert)
-                rss_start = rss_mb()
+                rss_start = monitor_rss(monitor)
+                rss_parts_start = {"scheduler": rss_mb(), **{n: rss_mb(p) for n, p in worker_pids(monitor).items()}}
+                pids = worker_pids(monitor)
+                workers_cpu_start = {name: cpu_seconds(pid) for name, pid in pids.items()}
                 gc_pauses = GcPauses()
                 gc.callbacks.append(gc_pauses)
                 cpu_start, wall_start = time.process_time(), time.monotonic()
@@ -366,7 +386,7 @@ def main() -> None:
 
                 def sample_rss() -> None:  # a timeline tells a plateau (caches warming) from a leak (a slope)
                     while not sampling.wait(15):
-                        rss_timeline.append(round(rss_mb(), 1))
+                        rss_timeline.append(round(monitor_rss(monitor), 1))
 
                 sampler = threading.Thread(target=sample_rss, daemon=True)
                 sampler.start()
@@ -376,7 +396,13 @@ def main() -> None:
                 cpu = time.process_time() - cpu_start
                 wall = time.monotonic() - wall_start
                 venues_cpu = cpu_seconds(sandbox.pid) - venues_cpu_start
-                rss_end = rss_mb()
+                rss_end = monitor_rss(monitor)
+                rss_parts_end = {"scheduler": rss_mb(), **{n: rss_mb(p) for n, p in worker_pids(monitor).items()}}
+                workers_cpu = {
+                    name: cpu_seconds(pid) - workers_cpu_start[name]
+                    for name, pid in worker_pids(monitor).items()
+                    if pid == pids.get(name)  # a restarted worker's CPU is not comparable
+                }
                 missed = {
                     job: n - missed_start.get(job, 0.0)
                     for job, n in counter_total("risk_monitor_job_missed_total").items()
@@ -400,15 +426,25 @@ def main() -> None:
 
     evaluate_runs = runs.get("evaluate", 0.0)
     print(f"accounts: {accounts}, latest positions: {positions}, loaded phase: {wall:.0f} s")
-    print(f"RSS: {rss_start:.1f} MB after warm-up -> {rss_end:.1f} MB at end ({rss_end - rss_start:+.1f} MB)")
+    model = "one process" if args.in_process else f"scheduler + worker processes (nice +{args.worker_nice})"
+    print(f"process model: {model}")
+    grown = rss_end - rss_start
+    print(f"RSS (monitor, all processes): {rss_start:.1f} MB after warm-up -> {rss_end:.1f} MB at end ({grown:+.1f})")
     print(f"RSS every 15 s (MB): {rss_timeline}")
+    if len(rss_parts_start) > 1:
+        parts = {n: f"{rss_parts_start[n]:.0f} -> {rss_parts_end.get(n, 0.0):.0f}" for n in rss_parts_start}
+        print(f"RSS per process (MB): {parts}")
     print(f"scheduler lateness idle:   {idle_lateness}")
     print(f"scheduler lateness loaded: {loaded_lateness}")
     if idle_lateness.get("p99_ms") and "p99_ms" in loaded_lateness:
         ratio = loaded_lateness["p99_ms"] / idle_lateness["p99_ms"]
         print(f"lateness p99 loaded/idle: {ratio:.2f}x (target <= 3x)")
     print(f"garbage collector (loaded phase): {gc_pauses.summary()}")
-    print(f"CPU share of the monitor process: {cpu / wall:.1%} of one core ({cpu:.0f} s CPU / {wall:.0f} s wall)")
+    print(f"CPU share of the scheduling process: {cpu / wall:.1%} of one core ({cpu:.0f} s CPU / {wall:.0f} s wall)")
+    for name, seconds in sorted(workers_cpu.items()):
+        print(f"CPU share of the {name} worker: {seconds / wall:.1%} of one core")
+    total_cpu = cpu + sum(workers_cpu.values())
+    print(f"CPU share of the monitor, all its processes: {total_cpu / wall:.1%} of one core")
     print(f"CPU share of the sandbox venues (child process): {venues_cpu / wall:.1%} of one core")
     print(f"load average at the end: {os.getloadavg()}")
     print(f"missed runs during the loaded phase: {missed or 'none'}")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -14,6 +16,7 @@ from types import FrameType
 import grpc
 from apscheduler.schedulers.background import BackgroundScheduler
 from grpc_health.v1 import health
+from prometheus_client.metrics_core import Metric
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,7 +25,7 @@ from jobs.collect import Collection, build_collection
 from jobs.evaluate import EvaluateJob
 from jobs.reload_limits import ReloadLimitsJob
 from jobs.resync_tick_state import ResyncTickStateJob
-from services import database, metrics, partitions, runtime, tracing
+from services import app_workers, database, metrics, metrics_merge, partitions, runtime, tracing, workers
 from services.alert_feed import AlertFeed
 from services.book_loader import freshness_from_runs, load_book
 from services.config import Settings, secret_from_env
@@ -33,9 +36,11 @@ from services.leases import JobLeases, holder_id
 from services.limits_reloader import LimitsReloader
 from services.notifications import setup as notifications_setup
 from services.rpc.api import RiskApi, acknowledge_with_store, build_api
+from services.rpc.relay import TickPathTarget
 from services.rpc.server import build_server
 from services.shards import AccountShards
 from services.tick_alerts import store_persist
+from services.workers import RemoteJob, WorkerProcess
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +74,9 @@ class Monitor:
     tracing: tracing.Tracing | None = None
     leases: JobLeases | None = None
     shards: AccountShards | None = None
+    workers: dict[str, WorkerProcess] = field(default_factory=dict)  # runtime.workers: name -> process
+    _target: TickPathTarget | None = None
+    _target_lock: threading.Lock = field(default_factory=threading.Lock)
     _ping: database.BoundedPing | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
@@ -104,19 +112,24 @@ class Monitor:
             self._lease_jobs(self.engine)  # --- several replicas (issue 8): one runner per job ---
             schedule.register(self.scheduler, [*self._observability_jobs()], self.leases)
 
-            # --- collection (issue 3): venue clients, price streams, one job per venue and kind ---
-            shards = self.shards
-            self.collection = build_collection(s, self.engine, shards=shards.only if shards is not None else None)
-            schedule.add_pools(self.scheduler, self.collection.pools)
-            self._register_collection(self.collection)
-            self.collection.start()
-            if self.leases is not None:
-                # Collection may run on another replica: keep this replica's staleness (the gauge) current
-                # from the runs table, or a replica that leads no collection job reports everything stale.
-                refresh = self._refresh_staleness(self.engine, self.collection)
-                schedule.register(self.scheduler, [refresh])
+            if s.runtime_workers:
+                # --- worker processes (issue 8): the heavy work off this process's GIL ---
+                self._start_workers(url)
+                self._register_remote_work()
+            else:
+                # --- collection (issue 3): venue clients, price streams, one job per venue and kind ---
+                shards = self.shards
+                self.collection = build_collection(s, self.engine, shards=shards.only if shards is not None else None)
+                schedule.add_pools(self.scheduler, self.collection.pools)
+                self._register_collection(self.collection.jobs, self.collection.per_account)
+                self.collection.start()
+                if self.leases is not None:
+                    # Collection may run on another replica: keep this replica's staleness (the gauge) current
+                    # from the runs table, or a replica that leads no collection job reports everything stale.
+                    refresh = self._refresh_staleness(self.engine, self.collection)
+                    schedule.register(self.scheduler, [refresh])
 
-            schedule.register(self.scheduler, self._evaluation_jobs(self.engine, self.collection), self.leases)
+                schedule.register(self.scheduler, self._evaluation_jobs(self.engine, self.collection), self.leases)
             # --- history partitions and retention (issue 8): hourly, and once at start ---
             schedule.register(self.scheduler, [self._partition_job()], self.leases)
 
@@ -136,8 +149,13 @@ class Monitor:
                 instance=s.service_instance,
                 version=version(),
                 environment=s.service_environment,
-                readiness={"database": self._database_ready, "scheduler": self._scheduler_ready},
+                readiness={
+                    "database": self._database_ready,
+                    "scheduler": self._scheduler_ready,
+                    **({"workers": self._workers_ready} if self.workers else {}),
+                },
                 details=self._lease_details,
+                exposition=metrics_merge.exposition(self._worker_families if self.workers else None),
             )
             self.grpc_server.start()
             self.api.start()
@@ -207,18 +225,18 @@ class Monitor:
             shards = self.shards = AccountShards(engine, holder, s.leases_account_shards, s.leases_ttl_s)
             metrics.ACCOUNT_SHARDS_HELD.bind(lambda: {(job,): float(len(held)) for job, held in shards.held().items()})
 
-    def _register_collection(self, collection: Collection) -> None:
+    def _register_collection(self, jobs: list[schedule.ScheduledJob], per_account: set[str]) -> None:
         """Per-account jobs run on every replica over its account shards; the others take a job lease."""
         assert self.scheduler is not None
         shards = self.shards
         if shards is None:
-            schedule.register(self.scheduler, collection.jobs, self.leases)
+            schedule.register(self.scheduler, jobs, self.leases)
             return
-        shards.register(collection.per_account)
+        shards.register(per_account)
         shards.rebalance()  # before the first runs (run_at_start), so a lone replica collects at once
-        sharded = [job for job in collection.jobs if job.id in collection.per_account]
+        sharded = [job for job in jobs if job.id in per_account]
         schedule.register(self.scheduler, sharded, shards)  # claim = "holds a shard of the job"
-        schedule.register(self.scheduler, [j for j in collection.jobs if j not in sharded], self.leases)
+        schedule.register(self.scheduler, [j for j in jobs if j not in sharded], self.leases)
         every_s = self.settings.leases_ttl_s / 3
         rebalance = schedule.ScheduledJob("rebalance_shards", shards.rebalance, every_s, "leases", exclusive=False)
         schedule.register(self.scheduler, [rebalance])
@@ -253,6 +271,96 @@ class Monitor:
             self.leases.release()  # the next replica takes over at its next run instead of after the TTL
         except Exception:  # the database may be down; the leases then simply expire
             log.warning("could not release job leases; they expire in %.0f s", self.leases.ttl_s, exc_info=True)
+
+    # --- worker processes (issue 8) ------------------------------------------------------------------
+
+    def _start_workers(self, url: str) -> None:
+        """Collection, evaluation and the tick path, each in a process of its own, started side by side."""
+        s = self.settings
+        child = s.with_overrides(database_url=url)  # never a second embedded database
+        timeout = s.runtime_worker_call_timeout_s
+        self.workers = {
+            "collection": WorkerProcess("collection", app_workers.collection, child, call_timeout_s=timeout),
+            "evaluation": WorkerProcess("evaluation", app_workers.evaluation, child, call_timeout_s=timeout),
+            "ticks": WorkerProcess(
+                "ticks", app_workers.tick_path, child, (secrets.token_urlsafe(32),), call_timeout_s=timeout
+            ),
+        }
+        workers.wait_all(self.workers, timeout_s=180.0)
+
+    def _register_remote_work(self) -> None:
+        """The same jobs as in-process, each run dispatched to its worker."""
+        assert self.scheduler is not None
+        s, collection, evaluation = self.settings, self.workers["collection"], self.workers["evaluation"]
+        specs: list[app_workers.JobSpec] = list(collection.info["jobs"])  # type: ignore[call-overload]
+        schedule.add_pools(self.scheduler, dict(collection.info["pools"]))  # type: ignore[call-overload]
+        jobs = [
+            schedule.ScheduledJob(
+                spec.id,
+                RemoteJob(collection, spec.id, self._shard_args(spec) if spec.per_account else tuple),
+                spec.every_s,
+                executor=spec.executor,
+                run_at_start=spec.run_at_start,
+            )
+            for spec in specs
+        ]
+        self._register_collection(jobs, {spec.id for spec in specs if spec.per_account})
+        if self.leases is not None:
+            refresh = RemoteJob(collection, "refresh_staleness")
+            refresh_job = schedule.ScheduledJob("refresh_staleness", refresh, 2.0, exclusive=False)
+            schedule.register(self.scheduler, [refresh_job])
+        evaluate = RemoteJob(evaluation, "evaluate", on_result=self._publish_events)
+        schedule.register(
+            self.scheduler,
+            [
+                schedule.ScheduledJob(
+                    "reload_limits", RemoteJob(evaluation, "reload_limits"), s.limits_reload_interval_s
+                ),
+                schedule.ScheduledJob("evaluate", evaluate, s.evaluation_interval_s),
+            ],
+            self.leases,
+        )
+
+    def _shard_args(self, spec: app_workers.JobSpec) -> Callable[[], tuple[object, ...]]:
+        shards = self.shards
+        if shards is None:
+            return tuple
+        return lambda: (shards.only(spec.id, spec.venue_id),)
+
+    def _publish_events(self, events: object) -> None:
+        if isinstance(events, list) and events:
+            self.alert_feed.publish(events)  # wakes WatchAlerts streams right after the worker's commit
+
+    def _tick_path_target(self) -> TickPathTarget:
+        """The tick worker's port; asking starts it again if it died (its state is re-seeded at start)."""
+        ticks = self.workers["ticks"]
+        ticks.start()
+        port, secret = int(ticks.info["port"]), str(ticks.args[0])  # type: ignore[call-overload]
+        with self._target_lock:
+            if self._target is None or self._target.port != port:
+                if self._target is not None:
+                    self._target.close()
+                self._target = TickPathTarget(port, secret)
+            return self._target
+
+    def _workers_ready(self) -> str | None:
+        down = sorted(name for name, worker in self.workers.items() if not worker.alive)
+        return f"worker {', '.join(down)} not running" if down else None
+
+    def _worker_families(self) -> list[list[Metric]]:
+        return [worker.families(timeout_s=2.0) for worker in self.workers.values()]
+
+    def _stop_work(self) -> None:
+        """Collection and evaluation, after the scheduler stopped (its last runs finished)."""
+        self._stop_workers("collection", "evaluation")
+        if self.collection is not None:
+            self.collection.close()  # streams and sessions go before the engine they write through
+
+    def _stop_workers(self, *names: str) -> None:
+        for name in names:
+            worker = self.workers.get(name)
+            if worker is not None:
+                worker.stop(self.settings.shutdown_grace_s + 30.0)
 
     # --- history partitions and retention (issue 8) -------------------------------------------------
 
@@ -328,9 +436,11 @@ class Monitor:
     def _grpc_api(self, engine: Engine) -> RiskApi:
         """The API over the alert store; StreamTicks' in-memory state is seeded from the latest snapshots
         and re-seeded every ``grpc.tick_state_resync_s``."""
-        assert self.limits is not None
         assert self.scheduler is not None
         s = self.settings
+        if self.workers:
+            return self._relaying_api(engine)
+        assert self.limits is not None
         # Same rule as the evaluation: with leases, collection may run on another replica.
         tracker = self.collection.tracker if self.collection is not None else None
         freshness = tracker.freshness if tracker is not None and self.leases is None else None
@@ -349,9 +459,39 @@ class Monitor:
             persist=store_persist(engine, account_ids, channels=channels, publish=self.alert_feed.publish),
             feed=self.alert_feed,
         )
-        resync = ResyncTickStateJob(engine, api.servicer.live, self.limits.groups, account_ids, _utcnow, freshness)
+        live = api.servicer.require_live()
+        resync = ResyncTickStateJob(engine, live, self.limits.groups, account_ids, _utcnow, freshness)
         every_s = s.grpc_tick_state_resync_s
         schedule.register(self.scheduler, [schedule.ScheduledJob("resync_tick_state", resync, every_s)])
+        return api
+
+    def _relaying_api(self, engine: Engine) -> RiskApi:
+        """With workers: queries and WatchAlerts here, the tick path relayed to its worker."""
+        assert self.scheduler is not None
+        s, ticks = self.settings, self.workers["ticks"]
+
+        def channels() -> tuple[str, ...]:
+            return s.notifications_channels
+
+        api = build_api(
+            s,
+            engine,
+            book=None,
+            limits=(),
+            acknowledge=acknowledge_with_store(engine, channels=channels, feed=self.alert_feed),
+            persist=store_persist(engine, {}, channels=channels, publish=self.alert_feed.publish),
+            feed=self.alert_feed,
+            relay=self._tick_path_target,
+        )
+        every_s = s.grpc_tick_state_resync_s
+        jobs = [
+            schedule.ScheduledJob("resync_tick_state", RemoteJob(ticks, "resync_tick_state"), every_s),
+            # Every replica's tick path follows the limits file (not only the lease holder's).
+            schedule.ScheduledJob(
+                "reload_tick_limits", RemoteJob(ticks, "reload_limits"), s.limits_reload_interval_s, exclusive=False
+            ),
+        ]
+        schedule.register(self.scheduler, jobs, self.leases)
         return api
 
     def _database_ready(self) -> str | None:
@@ -375,8 +515,7 @@ class Monitor:
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=True)  # a running job finishes its transaction
         self._release_leases()
-        if self.collection is not None:
-            self.collection.close()  # streams and sessions go before the engine they write through
+        self._stop_work()
         self.alert_feed.close_all()  # end open alert streams before the gRPC server stops
         if self.api is not None:
             self.api.close_streams()  # WatchAlerts streams end with OK
@@ -384,6 +523,9 @@ class Monitor:
             self.grpc_server.stop(self.settings.shutdown_grace_s).wait()
         if self.api is not None:
             self.api.flush()  # tick-path alert changes reach the database before it goes away
+        self._stop_workers("ticks")  # after the relaying server: its streams needed it; it flushes its writer
+        if self._target is not None:
+            self._target.close()
         if self.http is not None:
             self.http.stop()
         if self.notifications is not None:
@@ -417,6 +559,9 @@ def serve(settings: Settings) -> None:
     monitor = Monitor(settings)
     monitor.start()
     runtime.freeze()  # what start-up built lives as long as the process: never traverse it again
+    if settings.runtime_workers and settings.runtime_scheduler_realtime_priority:
+        # After start: the embedded PostgreSQL (a child) must not inherit it; the workers drop it themselves.
+        runtime.realtime(min(settings.runtime_scheduler_realtime_priority, 99))
     try:
         stop.wait()
     finally:

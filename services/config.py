@@ -325,6 +325,27 @@ _FIELDS: tuple[_Field, ...] = (
         _parse_non_negative_int,
         "Allocations between young-generation garbage collections of `serve` (0: Python's default, 700).",
     ),
+    _Field(
+        "runtime.workers",
+        _parse_bool,
+        "Run collection, evaluation and the tick path in worker processes, so the scheduler's jobs start on time.",
+    ),
+    _Field(
+        "runtime.scheduler_realtime_priority",
+        _parse_non_negative_int,
+        "With runtime.workers: SCHED_RR priority (1-99) of the scheduling process, so due jobs start on time "
+        "on a busy machine (needs CAP_SYS_NICE; refused: logged, normal class). 0: off.",
+    ),
+    _Field(
+        "runtime.worker_nice",
+        _parse_non_negative_int,
+        "Nice increment of the worker processes: the scheduler and the API front preempt their bulk work.",
+    ),
+    _Field(
+        "runtime.worker_call_timeout_s",
+        _parse_float,
+        "A job run in a worker process longer than this means the worker hangs: it is killed and restarted.",
+    ),
 )
 _BY_KEY = {f.key: f for f in _FIELDS}
 _BY_ENV = {f.env: f for f in _FIELDS}
@@ -407,6 +428,10 @@ class Settings:
     # --- interpreter (issue 8) ---
     runtime_switch_interval_ms: float = 1.0
     runtime_gc_gen0_threshold: int = 0  # measured: 50,000 made each young pass ~100 ms (docs/performance.md)
+    runtime_workers: bool = True
+    runtime_scheduler_realtime_priority: int = 0
+    runtime_worker_nice: int = 0
+    runtime_worker_call_timeout_s: float = 120.0
     venues: tuple[VenueSettings, ...] = ()
     # --- evaluation (issue 4) ---
     limits_file: str = ""

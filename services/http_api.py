@@ -17,9 +17,9 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from services import metrics
+from services import metrics, metrics_merge
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ class HttpApi:
         environment: str,
         readiness: dict[str, ReadinessCheck],
         details: Callable[[], dict[str, object]] | None = None,
+        exposition: Callable[[], bytes] | None = None,
     ) -> None:
         self._identity = {
             "service": service,
@@ -48,6 +49,7 @@ class HttpApi:
         }
         self._readiness = readiness
         self._details = details  # extra fields of the health document (e.g. the jobs this replica leads)
+        self._exposition = exposition or metrics_merge.exposition()  # /metrics: with workers, theirs merged in
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -110,7 +112,7 @@ class HttpApi:
                 status: int
                 if path == "/metrics":
                     status = HTTPStatus.OK
-                    self._send(status, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+                    self._send(status, api._exposition(), CONTENT_TYPE_LATEST)
                 elif path in routes:
                     status, body = routes[path]()
                     self._send(status, json.dumps(body).encode(), "application/json")

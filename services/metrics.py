@@ -277,6 +277,12 @@ LIMITS_RELOADS = Counter(
 )
 LIMITS_IN_FORCE = Gauge("risk_monitor_limits_in_force", "Limits in force (enabled or not) after the last reload.")
 
+WORKER_RESTARTS = Counter(
+    "risk_monitor_worker_restarts_total",
+    "Worker processes (runtime.workers) started again after they died or hung.",
+    ["worker"],
+)
+
 TICK_ALERT_QUEUE = Gauge(
     "risk_monitor_tick_alert_queue",
     "Tick-path batches of level changes waiting for the alert writer (grows while the database is down).",

@@ -18,8 +18,10 @@ Both apply to the whole process, so the process's entry point (`serve`) calls th
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
+import os
 import sys
 
 log = logging.getLogger(__name__)
@@ -44,3 +46,34 @@ def freeze() -> None:
     gc.collect()
     gc.freeze()
     log.info("interpreter: %d start-up objects frozen out of garbage collection", gc.get_freeze_count())
+
+
+def realtime(priority: int) -> bool:
+    """Move every thread of this process, and so every thread they start later, into the SCHED_RR real-time
+    class at ``priority`` (1-99): a thread that wakes (a due job) then gets a core at once instead of waiting
+    for a busy core's time slice to end (measured: that wait was what was left of the scheduler's lateness
+    once the work ran in worker processes; docs/performance.md "Soak"). Only for a process that does little
+    work itself; child processes inherit the class and must call ``normal()`` first thing. Needs
+    CAP_SYS_NICE (or an RLIMIT_RTPRIO): without it, logs a warning and returns False."""
+    try:
+        for tid in sorted(int(t) for t in os.listdir("/proc/self/task")):
+            with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+                os.sched_setscheduler(tid, os.SCHED_RR, os.sched_param(priority))
+    except (PermissionError, OSError) as exc:
+        normal_threads()
+        log.warning("interpreter: real-time priority %d refused (%s); running in the normal class", priority, exc)
+        return False
+    log.info("interpreter: every thread in SCHED_RR at priority %d", priority)
+    return True
+
+
+def normal_threads() -> None:
+    for tid in (int(t) for t in os.listdir("/proc/self/task")):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+
+
+def normal() -> None:
+    """Back to the normal scheduling class (a worker process whose parent runs real-time): every thread."""
+    if os.sched_getscheduler(0) in (os.SCHED_RR, os.SCHED_FIFO):
+        normal_threads()

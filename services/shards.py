@@ -19,6 +19,7 @@ import math
 import threading
 import zlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, text
 
@@ -70,6 +71,18 @@ _CLAIM = text(
 )
 _RELEASE = text("UPDATE collection_shards SET holder = NULL, expires_at = now() WHERE holder = :me")
 _LEAVE = text("DELETE FROM replicas WHERE holder = :me")
+
+
+@dataclass(frozen=True)
+class ShardSubset:
+    """The accounts of ``held`` shards among those listed (an AccountFilter; picklable, for worker processes)."""
+
+    venue_id: str
+    count: int
+    held: frozenset[int]
+
+    def __call__(self, accounts: Sequence[str]) -> list[str]:
+        return [a for a in accounts if shard_of(self.venue_id, a, self.count) in self.held]
 
 
 class AccountShards:
@@ -145,12 +158,7 @@ class AccountShards:
     def only(self, job_id: str, venue_id: str) -> AccountFilter:
         with self._lock:
             held = self._held.get(job_id, frozenset())
-        count = self.count
-
-        def narrow(accounts: Sequence[str]) -> list[str]:
-            return [a for a in accounts if shard_of(venue_id, a, count) in held]
-
-        return narrow
+        return ShardSubset(venue_id, self.count, held)
 
     def held(self) -> dict[str, frozenset[int]]:
         with self._lock:

@@ -24,6 +24,7 @@ from services.config import Settings
 from services.errors import ConfigError
 from services.live_risk import LiveRisk
 from services.rpc.auth import TokenAuthInterceptor, load_tokens
+from services.rpc.relay import RelayServicer, TickPathTarget
 from services.rpc.server import ServiceRegistration, tls_credentials
 from services.rpc.servicer import SERVICE_NAME, Acknowledge, RiskMonitorServicer
 from services.rpc.trace_interceptor import TracingInterceptor
@@ -79,13 +80,15 @@ def build_api(
     settings: Settings,
     engine: Engine,
     *,
-    book: RiskBook,
+    book: RiskBook | None,
     limits: Sequence[Limit] | Callable[[], Sequence[Limit]],
     acknowledge: Acknowledge,
     persist: Persist,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     feed: AlertFeed | None = None,
+    relay: Callable[[], TickPathTarget] | None = None,
 ) -> RiskApi:
+    """The API; with ``relay``, the tick path (``book``, ``limits``) lives in a worker process it relays to."""
     s = settings
     with alert_queries.read_only(engine) as conn:
         start_after = alert_queries.last_event_id(conn)
@@ -101,8 +104,12 @@ def build_api(
         queue_size=s.grpc_watch_queue_size,
     )
     writer = TickAlertWriter(persist, warn_depth=s.grpc_tick_queue_size, on_persisted=poller.wake)
-    live = LiveRisk(book, limits, clock(), writer)
-    servicer = RiskMonitorServicer(engine, poller, live, acknowledge, clock)
+    servicer: RiskMonitorServicer
+    if relay is not None:
+        servicer = RelayServicer(engine, poller, None, acknowledge, clock, target=relay)
+    else:
+        assert book is not None
+        servicer = RiskMonitorServicer(engine, poller, LiveRisk(book, limits, clock(), writer), acknowledge, clock)
     principals = load_tokens(s.grpc_tokens, s.grpc_tokens_file)
     # Tracing first, so refused calls are traced too; it passes handlers through while tracing is off.
     interceptors: list[grpc.ServerInterceptor] = [TracingInterceptor()]

@@ -95,14 +95,14 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
             return handler
         principal = self._authenticate(handler_call_details.invocation_metadata or ())
         if principal is None:
-            return _denied(handler, grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+            return denied(handler, grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
         if method in self._operator and principal.role is not Role.OPERATOR:
             log.info("denied %s to %s (role %s)", method, principal.name, principal.role.value)
-            return _denied(handler, grpc.StatusCode.PERMISSION_DENIED, f"{method} needs the operator role")
+            return denied(handler, grpc.StatusCode.PERMISSION_DENIED, f"{method} needs the operator role")
         return handler
 
 
-def _denied(
+def denied(
     handler: grpc.RpcMethodHandler[Any, Any], code: grpc.StatusCode, message: str
 ) -> grpc.RpcMethodHandler[Any, Any]:
     """A handler of the same shape as the real one that only aborts."""

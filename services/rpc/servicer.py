@@ -106,9 +106,14 @@ def _duration(seconds: float) -> Duration:
 class RiskMonitorServicer(pb_grpc.RiskMonitorServiceServicer):
     engine: Engine
     poller: AlertEventPoller
-    live: LiveRisk
+    live: LiveRisk | None  # None: the tick path runs in a worker process (services/rpc/relay.py)
     acknowledge: Acknowledge
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    def require_live(self) -> LiveRisk:
+        if self.live is None:
+            raise RuntimeError("no tick path in this process")  # RelayServicer overrides its callers
+        return self.live
 
     @_unary
     def ListAlerts(self, request: pb.ListAlertsRequest, context: grpc.ServicerContext) -> pb.ListAlertsResponse:
@@ -209,7 +214,7 @@ class RiskMonitorServicer(pb_grpc.RiskMonitorServiceServicer):
     def GetRiskSummary(self, request: pb.GetRiskSummaryRequest, context: grpc.ServicerContext) -> pb.RiskSummary:
         if not request.account:
             raise InvalidArgumentError("account is required")
-        return tc.summary_to_pb(self.live.summary(request.account))
+        return tc.summary_to_pb(self.require_live().summary(request.account))
 
     @_streaming
     def StreamTicks(
@@ -233,7 +238,7 @@ class RiskMonitorServicer(pb_grpc.RiskMonitorServiceServicer):
             errors.append(bad)
             offsets.append(offset)
             offset += len(received.batch.ticks)
-        outcome = self.live.apply(flat, now)
+        outcome = self.require_live().apply(flat, now)
         for rejected in outcome.rejected:
             pos = bisect.bisect_right(offsets, rejected.index) - 1
             errors[pos].append(
@@ -256,5 +261,5 @@ class RiskMonitorServicer(pb_grpc.RiskMonitorServiceServicer):
     def CheckOrder(self, request: pb.CheckOrderRequest, context: grpc.ServicerContext) -> pb.CheckOrderResponse:
         started = time.perf_counter()
         order = tc.order_from_pb(request)
-        result = self.live.check_order(order, self.clock())
+        result = self.require_live().check_order(order, self.clock())
         return tc.order_check_to_pb(result, _duration(time.perf_counter() - started))

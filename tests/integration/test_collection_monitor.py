@@ -77,6 +77,7 @@ def test_a_running_monitor_collects_every_venue_and_a_slow_venue_delays_no_other
         collection_connect_timeout_s=0.5,
         collection_read_timeout_s=5.0,
         collection_workers=2,  # as many threads as an exchange has jobs: a shared pool this size would starve
+        runtime_workers=False,  # in this process, so its registry and collection are the ones read below
     )
     began = datetime.now(UTC)
     monitor = Monitor(settings)

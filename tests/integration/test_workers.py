@@ -1,0 +1,258 @@
+"""A real Monitor with ``runtime.workers``: collection, evaluation and the tick path in three child processes,
+the scheduler and the public listeners in this one, against the sandbox venues."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from riskmonitor.v1 import risk_monitor_pb2 as pb
+from riskmonitor.v1 import risk_monitor_pb2_grpc as pb_grpc
+from sqlalchemy import Engine, text
+
+from sandbox import RunningSandbox, start
+from services.app import Monitor
+from services.config import Settings
+from services.rpc.relay import SECRET_HEADER
+from services.venue_settings import VenueSettings
+from tests.processes import ALWAYS_BREACHING_LIMITS, start_replica, write_config
+
+pytestmark = pytest.mark.integration
+
+COLLECTION_JOBS = {
+    "collect.positions.exchange-a",
+    "collect.balances.exchange-a",
+    "collect.positions.exchange-b",
+    "collect.balances.exchange-b",
+    "collect.custody.custodian-a",
+    "collect.settlements.custodian-a",
+    "collect.prices.market-data",
+}
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not met within {timeout}s")
+        time.sleep(0.05)
+
+
+def succeeded(engine: Engine, since: datetime) -> dict[str, int]:
+    with engine.connect() as conn:
+        found = conn.execute(
+            text(
+                "SELECT job, count(*) FROM collection_runs WHERE started_at >= :since AND status = 'succeeded'"
+                " GROUP BY job"
+            ),
+            {"since": since},
+        )
+        return {str(job): int(n) for job, n in found}
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        body = resp.read().decode()
+    out = {}
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = float(sample.value)
+    return out
+
+
+def total(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return sum(v for (n, lab), v in samples.items() if n == name and all((k, val) in lab for k, val in labels.items()))
+
+
+def tick_batch(batch_id: int, price: str) -> pb.TickBatch:
+    return pb.TickBatch(
+        batch_id=batch_id, ticks=[pb.Tick(price=pb.PriceUpdate(symbol="BTC-USDT", price=price, source="ticks"))]
+    )
+
+
+@pytest.fixture
+def sandbox() -> Iterator[RunningSandbox]:
+    with start(seed=9, step_interval=0.2) as running:
+        running.world.step(20)  # trades: every account holds positions
+        yield running
+
+
+@pytest.fixture
+def monitor(sandbox: RunningSandbox, fresh_database_url: str, tmp_path: Path) -> Iterator[Monitor]:
+    limits = tmp_path / "limits.toml"
+    limits.write_text(ALWAYS_BREACHING_LIMITS)
+    venues = (
+        *(VenueSettings(v, "exchange", url=url, batch=50) for v, url in sandbox.exchange_urls.items()),
+        VenueSettings("custodian-a", "custodian", url=sandbox.custodian_urls["custodian-a"]),
+        VenueSettings("market-data", "market_data", target=sandbox.market_data_target),
+    )
+    settings = Settings(
+        database_url=fresh_database_url,
+        embedded_data_dir=str(tmp_path / "unused"),
+        http_port=0,
+        grpc_port=0,
+        venues=venues,
+        limits_file=str(limits),
+        evaluation_interval_s=0.5,
+        collection_prices_interval_s=0.3,
+        collection_positions_interval_s=0.3,
+        collection_balances_interval_s=0.3,
+        collection_settlements_interval_s=0.5,
+        collection_read_timeout_s=5.0,
+        grpc_tick_state_resync_s=1.0,
+        runtime_workers=True,
+    )
+    running = Monitor(settings)
+    running.start()
+    try:
+        yield running
+    finally:
+        started = time.monotonic()
+        running.stop()
+        assert time.monotonic() - started < 30, "stopping the monitor and its workers took too long"
+        assert not any(w.alive for w in running.workers.values())
+
+
+def test_the_work_runs_in_three_worker_processes_and_is_served_as_before(
+    monitor: Monitor, fresh_engine: Engine
+) -> None:
+    pids = {name: w.pid for name, w in monitor.workers.items()}
+    assert set(pids) == {"collection", "evaluation", "ticks"}
+    assert os.getpid() not in pids.values()
+    assert len(set(pids.values())) == 3
+
+    began = datetime.now(UTC)
+    wait_for(lambda: set(succeeded(fresh_engine, began)) == COLLECTION_JOBS, what="every collection job succeeded")
+    with fresh_engine.connect() as conn:
+        wait_for(lambda: conn.scalar(text("SELECT count(*) FROM alerts WHERE state = 'open'")), what="alerts opened")
+        conn.rollback()
+
+    # One /metrics with the workers' samples merged in: venue calls (collection), alert events (evaluation),
+    # job runs (this process's scheduler); every family once.
+    samples = scrape(monitor.http.port if monitor.http else 0)
+    assert total(samples, "risk_monitor_venue_requests_total", venue="exchange-a", outcome="ok") > 0
+    assert total(samples, "risk_monitor_alert_events_total", event_type="opened") > 0
+    assert total(samples, "risk_monitor_job_duration_seconds_count", job="evaluate") > 0
+    assert total(samples, "risk_monitor_up") == 1
+    assert total(samples, "risk_data_staleness_seconds", venue="exchange-b", kind="positions") < 10
+
+    # The tick path answers through this process's port (relayed to its worker).
+    with grpc.insecure_channel(f"127.0.0.1:{monitor.grpc_port}") as channel:
+        stub = pb_grpc.RiskMonitorServiceStub(channel)
+
+        def streamed() -> list[pb.TickBatchResult]:
+            return list(stub.StreamTicks(iter([tick_batch(1, "61000"), tick_batch(2, "61500")]), timeout=20))
+
+        # The tick path seeded itself before the first collection; its resync (every 1 s) brings the accounts.
+        wait_for(lambda: sum(r.accounts_evaluated for r in streamed()) > 0, what="ticks re-value accounts")
+        results = streamed()
+        assert [r.batch_id for r in results] == [1, 2]
+        assert sum(r.ticks_applied for r in results) == 2
+        bad = list(stub.StreamTicks(iter([tick_batch(3, "-1")]), timeout=20))
+        assert bad[0].errors[0].field  # the worker's validation, relayed
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.GetRiskSummary(pb.GetRiskSummaryRequest(), timeout=10)
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT  # the worker's status, relayed
+
+    # The worker's own port takes nothing without the parent's secret.
+    port = int(monitor.workers["ticks"].info["port"])  # type: ignore[call-overload]
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.RiskMonitorServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as denied:
+            list(stub.StreamTicks(iter([tick_batch(1, "61000")]), timeout=10))
+        assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.RpcError) as wrong:
+            stub.CheckOrder(pb.CheckOrderRequest(), timeout=10, metadata=((SECRET_HEADER, "guess"),))
+        assert wrong.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_killed_worker_fails_its_runs_and_is_started_again(
+    monitor: Monitor, fresh_engine: Engine, sandbox: RunningSandbox
+) -> None:
+    collection = monitor.workers["collection"]
+    first = collection.pid
+    assert first is not None
+    wait_for(lambda: succeeded(fresh_engine, datetime(2000, 1, 1, tzinfo=UTC)), what="a first collection")
+
+    sandbox.slow("exchange-a", 3.0)  # so a run is in flight when the worker dies
+    time.sleep(1.0)
+    os.kill(first, signal.SIGKILL)
+    sandbox.clear_faults()
+    wait_for(lambda: collection.pid not in (None, first), what="a new collection worker")
+    after = datetime.now(UTC)
+    wait_for(lambda: set(succeeded(fresh_engine, after)) == COLLECTION_JOBS, what="collection resumed")
+    samples = scrape(monitor.http.port if monitor.http else 0)
+    assert total(samples, "risk_monitor_worker_restarts_total", worker="collection") == 1
+    assert total(samples, "risk_monitor_job_failures_total") >= 1  # the runs in flight at the kill
+    with fresh_engine.connect() as conn:  # nothing half-written by the killed runs
+        open_runs = conn.scalar(
+            text(
+                "SELECT count(*) FROM collection_runs"
+                " WHERE finished_at IS NULL AND started_at < now() - '5 s'::interval"
+            )
+        )
+    assert open_runs == 0
+
+    ticks = monitor.workers["ticks"]
+    old = ticks.pid
+    assert old is not None
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: not ticks.alive, what="the tick worker gone")
+    with grpc.insecure_channel(f"127.0.0.1:{monitor.grpc_port}") as channel:  # the next stream starts it again
+        stub = pb_grpc.RiskMonitorServiceStub(channel)
+        results = list(stub.StreamTicks(iter([tick_batch(1, "62000")]), timeout=60))
+    assert results[0].ticks_applied == 1
+    assert ticks.pid not in (None, old)
+
+
+def _threads(pid: int) -> list[int]:
+    return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            if ppid == pid:
+                found.append(int(entry))
+    return found
+
+
+def test_serve_schedules_in_real_time_and_its_workers_in_the_normal_class(
+    sandbox: RunningSandbox, fresh_database_url: str, tmp_path: Path
+) -> None:
+    config = write_config(
+        tmp_path / "rm.toml",
+        sandbox,
+        database={"url": fresh_database_url},
+        runtime={"scheduler_realtime_priority": 5},
+    )
+    replica = start_replica("realtime", config, tmp_path)
+    try:
+        pid = replica.proc.pid
+        wait_for(
+            lambda: {os.sched_getscheduler(t) for t in _threads(pid)} == {os.SCHED_RR},
+            what="every thread of serve in SCHED_RR",
+        )
+        assert os.sched_getparam(pid).sched_priority == 5
+        children = _children(pid)  # the three workers and multiprocessing's resource tracker
+        workers = [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        assert len(workers) == 3
+        assert {os.sched_getscheduler(t) for c in children for t in _threads(c)} == {os.SCHED_OTHER}
+        assert replica.get("/api/v1/ready")[0] == 200
+    finally:
+        assert replica.stop() == 0
+    assert not [w for w in workers if os.path.exists(f"/proc/{w}")], "workers outlived serve"
