@@ -1,7 +1,12 @@
 """Soak: a real Monitor at 1k accounts x 10 positions, 1 s collection and evaluation, and a 5k ticks/s stream.
 
     .venv/bin/python benchmarks/soak.py [--duration 600] [--accounts 1000] [--ticks-per-s 5000] [--idle-s 20]
-                                        [--batch 100]
+                                        [--batch 100] [--realtime 10] [--in-process]
+
+The monitor runs as `serve` runs it: a scheduling process (this one) and its three worker processes
+(collection, evaluation, the tick path; ``runtime.workers``), whose RSS and CPU are added to this process's.
+``--realtime N`` puts this process's threads in SCHED_RR at priority N before the idle baseline, as
+``runtime.scheduler_realtime_priority`` does for `serve`; ``--in-process`` runs everything in one process.
 
 The venues are read through their batched endpoints, ``--batch`` accounts per request (0: one request per
 account, which at 1k accounts is ~4k requests/s and more CPU than one process has; docs/performance.md).
@@ -306,7 +311,7 @@ def main() -> None:
     )
     parser.add_argument("--in-process", action="store_true", help="runtime.workers off: everything in this one process")
     parser.add_argument("--realtime", type=int, default=0, help="SCHED_RR priority of the scheduling process")
-    parser.add_argument("--worker-nice", type=int, default=5, help="runtime.worker_nice")
+    parser.add_argument("--worker-nice", type=int, default=0, help="runtime.worker_nice")
     parser.add_argument("--tick-client", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     duration = args.minutes * 60 if args.minutes is not None else args.duration

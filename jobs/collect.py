@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 
 from jobs.schedule import ScheduledJob
 from services import collection, metrics
+from services.book_loader import freshness_from_runs
 from services.collection import AccountFilter, Clock, FanOutMap, RunOutcome, utc_now
 from services.config import Settings
 from services.snapshot_store import SnapshotStore
@@ -204,6 +205,12 @@ class Collection:
             fan_out.close()
         for _venue, client in self.http_clients:
             client.close()
+
+    def refresh_freshness(self, engine: Engine) -> None:
+        """Merge the newest good run per venue and kind from ``collection_runs`` into the tracker: with
+        leases, another replica may collect, and this one's staleness gauge must still be current."""
+        with engine.connect() as conn:
+            self.tracker.merge(freshness_from_runs(conn))
 
     def _staleness(self) -> dict[tuple[str, ...], float]:
         return {tuple(key): age for key, age in self.tracker.ages(utc_now()).items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import signal
@@ -22,15 +23,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from jobs import maintain_partitions, schedule
 from jobs.collect import Collection, build_collection
-from jobs.evaluate import EvaluateJob
 from jobs.reload_limits import ReloadLimitsJob
-from jobs.resync_tick_state import ResyncTickStateJob
 from services import app_workers, database, metrics, metrics_merge, partitions, runtime, tracing, workers
 from services.alert_feed import AlertFeed
-from services.book_loader import freshness_from_runs, load_book
 from services.config import Settings, secret_from_env
 from services.ecosystem import registry
-from services.evaluation import HistoryState
 from services.http_api import HttpApi
 from services.leases import JobLeases, holder_id
 from services.limits_reloader import LimitsReloader
@@ -126,8 +123,9 @@ class Monitor:
                 if self.leases is not None:
                     # Collection may run on another replica: keep this replica's staleness (the gauge) current
                     # from the runs table, or a replica that leads no collection job reports everything stale.
-                    refresh = self._refresh_staleness(self.engine, self.collection)
-                    schedule.register(self.scheduler, [refresh])
+                    refresh = functools.partial(self.collection.refresh_freshness, self.engine)
+                    job = schedule.ScheduledJob(app_workers.REFRESH_STALENESS, refresh, 2.0, exclusive=False)
+                    schedule.register(self.scheduler, [job])
 
                 schedule.register(self.scheduler, self._evaluation_jobs(self.engine, self.collection), self.leases)
             # --- history partitions and retention (issue 8): hourly, and once at start ---
@@ -241,14 +239,6 @@ class Monitor:
         rebalance = schedule.ScheduledJob("rebalance_shards", shards.rebalance, every_s, "leases", exclusive=False)
         schedule.register(self.scheduler, [rebalance])
 
-    @staticmethod
-    def _refresh_staleness(engine: Engine, collection: Collection) -> schedule.ScheduledJob:
-        def refresh() -> None:
-            with engine.connect() as conn:
-                collection.tracker.merge(freshness_from_runs(conn))
-
-        return schedule.ScheduledJob("refresh_staleness", refresh, 2.0, exclusive=False)
-
     def _lease_details(self) -> dict[str, object]:
         if self.leases is None:
             return {}
@@ -286,7 +276,7 @@ class Monitor:
                 "ticks", app_workers.tick_path, child, (secrets.token_urlsafe(32),), call_timeout_s=timeout
             ),
         }
-        workers.wait_all(self.workers, timeout_s=180.0)
+        workers.start_all(self.workers)
 
     def _register_remote_work(self) -> None:
         """The same jobs as in-process, each run dispatched to its worker."""
@@ -306,9 +296,9 @@ class Monitor:
         ]
         self._register_collection(jobs, {spec.id for spec in specs if spec.per_account})
         if self.leases is not None:
-            refresh = RemoteJob(collection, "refresh_staleness")
-            refresh_job = schedule.ScheduledJob("refresh_staleness", refresh, 2.0, exclusive=False)
-            schedule.register(self.scheduler, [refresh_job])
+            refresh = RemoteJob(collection, app_workers.REFRESH_STALENESS)
+            job = schedule.ScheduledJob(app_workers.REFRESH_STALENESS, refresh, 2.0, exclusive=False)
+            schedule.register(self.scheduler, [job])
         evaluate = RemoteJob(evaluation, "evaluate", on_result=self._publish_events)
         schedule.register(
             self.scheduler,
@@ -415,17 +405,10 @@ class Monitor:
         s = self.settings
         self.limits = LimitsReloader(engine, s.limits_file, clock=_utcnow)
         self.limits.reload()
-        evaluate = EvaluateJob(
-            engine,
-            limits=self.limits.limits,
-            groups=self.limits.groups,
-            channels=lambda: s.notifications_channels,
-            clock=_utcnow,
-            history=HistoryState(every_s=s.evaluation_history_every_s),
-            publish=self.alert_feed.publish,
-            # With leases collection may run on another replica: read freshness from collection_runs then.
-            freshness=None if self.leases is not None else collection.tracker.freshness,
-            per_account_metrics=s.metrics_per_account,
+        # With leases collection may run on another replica: read freshness from collection_runs then.
+        freshness = None if self.leases is not None else collection.tracker.freshness
+        evaluate = app_workers.evaluate_job(
+            s, engine, self.limits, publish=self.alert_feed.publish, freshness=freshness
         )
         return [
             schedule.ScheduledJob("reload_limits", ReloadLimitsJob(self.limits), s.limits_reload_interval_s),
@@ -444,23 +427,7 @@ class Monitor:
         # Same rule as the evaluation: with leases, collection may run on another replica.
         tracker = self.collection.tracker if self.collection is not None else None
         freshness = tracker.freshness if tracker is not None and self.leases is None else None
-        loaded = load_book(engine, groups=self.limits.groups(), freshness=freshness)
-        account_ids = dict(loaded.account_ids)
-
-        def channels() -> tuple[str, ...]:
-            return s.notifications_channels
-
-        api = build_api(
-            s,
-            engine,
-            book=loaded.book,
-            limits=self.limits.limits,
-            acknowledge=acknowledge_with_store(engine, channels=channels, feed=self.alert_feed),
-            persist=store_persist(engine, account_ids, channels=channels, publish=self.alert_feed.publish),
-            feed=self.alert_feed,
-        )
-        live = api.servicer.require_live()
-        resync = ResyncTickStateJob(engine, live, self.limits.groups, account_ids, _utcnow, freshness)
+        api, resync = app_workers.tick_api(s, engine, self.limits, freshness=freshness, feed=self.alert_feed)
         every_s = s.grpc_tick_state_resync_s
         schedule.register(self.scheduler, [schedule.ScheduledJob("resync_tick_state", resync, every_s)])
         return api

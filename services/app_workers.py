@@ -14,23 +14,25 @@ Children never start an embedded database: the parent passes the URL of the one 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
-from jobs.collect import Collection, build_collection
+from jobs.collect import build_collection
 from jobs.evaluate import EvaluateJob
 from jobs.reload_limits import ReloadLimitsJob
 from jobs.resync_tick_state import ResyncTickStateJob
 from services import database
+from services.alert_feed import AlertFeed
 from services.alert_records import StoredEvent
-from services.book_loader import freshness_from_runs, load_book
+from services.book_loader import FreshnessSource, load_book
 from services.config import Settings
 from services.evaluation import HistoryState
 from services.limits_reloader import LimitsReloader
-from services.rpc.api import acknowledge_with_store, build_api
-from services.rpc.relay import SECRET_HEADER, SharedSecretInterceptor
+from services.rpc.api import RiskApi, acknowledge_with_store, build_api
+from services.rpc.relay import SharedSecretInterceptor
 from services.rpc.server import build_server
 from services.tick_alerts import store_persist
 from services.workers import Built
@@ -74,7 +76,7 @@ def collection(settings: Settings) -> Built:
         jobs[job.id] = _with_shards(job.func) if per_account else job.func
         venue = str(getattr(job.func, "venue_id", ""))
         specs.append(JobSpec(job.id, job.every_s, job.executor, job.run_at_start, per_account, venue))
-    jobs["refresh_staleness"] = _refresh_staleness(engine, built)
+    jobs[REFRESH_STALENESS] = functools.partial(built.refresh_freshness, engine)
 
     def close() -> None:
         built.close()
@@ -95,31 +97,68 @@ def _with_shards(job: Callable[[], object]) -> Callable[..., object]:
     return run
 
 
-def _refresh_staleness(engine: Engine, built: Collection) -> Callable[[], None]:
-    def refresh() -> None:
-        with engine.connect() as conn:
-            built.tracker.merge(freshness_from_runs(conn))
-
-    return refresh
+REFRESH_STALENESS = "refresh_staleness"
 
 
-def evaluation(settings: Settings) -> Built:
+def evaluate_job(
+    settings: Settings,
+    engine: Engine,
+    limits: LimitsReloader,
+    *,
+    publish: Callable[[Sequence[StoredEvent]], None],
+    freshness: FreshnessSource | None,
+) -> EvaluateJob:
+    """The scheduled evaluation, in-process or in its worker. ``freshness`` None: from collection_runs."""
     s = settings
-    engine = _engine(s, "evaluation", 4)
-    limits = LimitsReloader(engine, s.limits_file, clock=_utcnow)
-    limits.reload()
-    stored: list[StoredEvent] = []  # one pass at a time (max_instances=1): what the running pass stored
-    evaluate = EvaluateJob(
+    return EvaluateJob(
         engine,
         limits=limits.limits,
         groups=limits.groups,
         channels=lambda: s.notifications_channels,
         clock=_utcnow,
         history=HistoryState(every_s=s.evaluation_history_every_s),
-        publish=stored.extend,
-        freshness=None,  # collection runs in another process: freshness from collection_runs
+        publish=publish,
+        freshness=freshness,
         per_account_metrics=s.metrics_per_account,
     )
+
+
+def tick_api(
+    settings: Settings,
+    engine: Engine,
+    limits: LimitsReloader,
+    *,
+    freshness: FreshnessSource | None = None,
+    feed: AlertFeed | None = None,
+) -> tuple[RiskApi, ResyncTickStateJob]:
+    """The API with the tick path's state seeded from the latest snapshots, and the job that re-seeds it."""
+    s = settings
+    loaded = load_book(engine, groups=limits.groups(), freshness=freshness)
+    account_ids = dict(loaded.account_ids)  # shared by the alert writer and the resync (new accounts)
+
+    def channels() -> tuple[str, ...]:
+        return s.notifications_channels
+
+    api = build_api(
+        s,
+        engine,
+        book=loaded.book,
+        limits=limits.limits,
+        acknowledge=acknowledge_with_store(engine, channels=channels, feed=feed),
+        persist=store_persist(engine, account_ids, channels=channels, publish=feed.publish if feed else None),
+        feed=feed,
+    )
+    live = api.servicer.require_live()
+    return api, ResyncTickStateJob(engine, live, limits.groups, account_ids, _utcnow, freshness)
+
+
+def evaluation(settings: Settings) -> Built:
+    engine = _engine(settings, "evaluation", 4)
+    limits = LimitsReloader(engine, settings.limits_file, clock=_utcnow)
+    limits.reload()
+    stored: list[StoredEvent] = []  # one pass at a time (max_instances=1): what the running pass stored
+    # Collection runs in another process: freshness from collection_runs.
+    evaluate = evaluate_job(settings, engine, limits, publish=stored.extend, freshness=None)
 
     def run() -> list[StoredEvent]:
         stored.clear()
@@ -131,43 +170,28 @@ def evaluation(settings: Settings) -> Built:
 
 
 def tick_path(settings: Settings, secret: str) -> Built:
-    s = settings
-    engine = _engine(s, "ticks", 4)
-    limits = LimitsReloader(engine, s.limits_file, clock=_utcnow)
+    engine = _engine(settings, "ticks", 4)
+    limits = LimitsReloader(engine, settings.limits_file, clock=_utcnow)
     limits.reload()
-    loaded = load_book(engine, groups=limits.groups())
-    account_ids = dict(loaded.account_ids)
-
-    def channels() -> tuple[str, ...]:
-        return s.notifications_channels
-
     # Auth and TLS are the parent's: this listener is loopback-only and takes the parent's secret alone.
     internal = dataclasses.replace(
-        s, grpc_tokens="", grpc_tokens_file="", grpc_tls_cert="", grpc_tls_key="", grpc_tls_client_ca=""
+        settings, grpc_tokens="", grpc_tokens_file="", grpc_tls_cert="", grpc_tls_key="", grpc_tls_client_ca=""
     )
-    api = build_api(
-        internal,
-        engine,
-        book=loaded.book,
-        limits=limits.limits,
-        acknowledge=acknowledge_with_store(engine, channels=channels),
-        persist=store_persist(engine, account_ids, channels=channels),
-    )
+    api, resync = tick_api(internal, engine, limits)
     server, _health, port = build_server(
         "127.0.0.1:0",
         [api.registration],
-        max_workers=s.grpc_max_workers,
-        max_message_bytes=s.grpc_max_message_bytes,
+        max_workers=settings.grpc_max_workers,
+        max_message_bytes=settings.grpc_max_message_bytes,
         interceptors=[SharedSecretInterceptor(secret)],
     )
     api.writer.start()  # the tick alert writer; WatchAlerts is the parent's, so no poller here
     server.start()
-    resync = ResyncTickStateJob(engine, api.servicer.require_live(), limits.groups, account_ids, _utcnow)
 
     def close() -> None:
-        server.stop(s.shutdown_grace_s).wait()
+        server.stop(settings.shutdown_grace_s).wait()
         api.writer.stop()  # queued tick alert changes reach the database before the engine goes
         engine.dispose()
 
     jobs: dict[str, Callable[..., object]] = {"resync_tick_state": resync, "reload_limits": ReloadLimitsJob(limits)}
-    return Built(jobs, {"port": port, "header": SECRET_HEADER}, close)
+    return Built(jobs, {"port": port}, close)

@@ -21,7 +21,6 @@ import multiprocessing
 import os
 import signal
 import threading
-import time
 import traceback
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -343,8 +342,9 @@ class RemoteJob:
         return result
 
 
-def wait_all(workers: Mapping[str, WorkerProcess], timeout_s: float) -> None:
-    """Start several workers at once (their start-ups overlap: each imports and builds on its own)."""
+def start_all(workers: Mapping[str, WorkerProcess]) -> None:
+    """Start several workers at once (their start-ups overlap: each imports and builds on its own); each
+    start is bounded by its ``start_timeout_s``. Raises the first failure after every start has ended."""
     errors: list[BaseException] = []
 
     def start(worker: WorkerProcess) -> None:
@@ -353,11 +353,10 @@ def wait_all(workers: Mapping[str, WorkerProcess], timeout_s: float) -> None:
         except BaseException as exc:  # noqa: BLE001 - re-raised below, after every start finished
             errors.append(exc)
 
-    started = time.monotonic()
     threads = [threading.Thread(target=start, args=(w,), name=f"start-{n}") for n, w in workers.items()]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(max(0.0, timeout_s - (time.monotonic() - started)))
+        thread.join()
     if errors:
         raise errors[0]

@@ -86,21 +86,20 @@ class RelayServicer(RiskMonitorServicer):
             return  # our own client went away
         context.abort(code, details or "tick path unavailable")
 
-    def GetRiskSummary(self, request: pb.GetRiskSummaryRequest, context: grpc.ServicerContext) -> pb.RiskSummary:
+    def _relay_unary(self, method: str, request: Any, context: grpc.ServicerContext) -> Any:
         target = self.target()
+        call = getattr(target.stub(), method)
         try:
-            return target.stub().GetRiskSummary(request, timeout=context.time_remaining(), metadata=target.metadata)
+            return call(request, timeout=context.time_remaining(), metadata=target.metadata)
         except grpc.RpcError as exc:
             self._relay_error(exc, context)
             raise
 
+    def GetRiskSummary(self, request: pb.GetRiskSummaryRequest, context: grpc.ServicerContext) -> pb.RiskSummary:
+        return self._relay_unary("GetRiskSummary", request, context)  # type: ignore[no-any-return]
+
     def CheckOrder(self, request: pb.CheckOrderRequest, context: grpc.ServicerContext) -> pb.CheckOrderResponse:
-        target = self.target()
-        try:
-            return target.stub().CheckOrder(request, timeout=context.time_remaining(), metadata=target.metadata)
-        except grpc.RpcError as exc:
-            self._relay_error(exc, context)
-            raise
+        return self._relay_unary("CheckOrder", request, context)  # type: ignore[no-any-return]
 
     def StreamTicks(
         self, request_iterator: Iterator[pb.TickBatch], context: grpc.ServicerContext

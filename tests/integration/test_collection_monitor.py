@@ -9,25 +9,16 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from sandbox import RunningSandbox, start
 from services.app import Monitor
 from services.config import Settings
 from services.venue_settings import VenueSettings
 from services.venues.market_data import StreamState
+from tests.integration.collection_runs import SANDBOX_JOBS, succeeded
 
 pytestmark = pytest.mark.integration
-
-JOBS = {
-    "collect.positions.exchange-a",
-    "collect.balances.exchange-a",
-    "collect.positions.exchange-b",
-    "collect.balances.exchange-b",
-    "collect.custody.custodian-a",
-    "collect.settlements.custodian-a",
-    "collect.prices.market-data",
-}
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 20.0) -> None:
@@ -36,18 +27,6 @@ def wait_for(predicate: Callable[[], object], timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {timeout}s")
         time.sleep(0.05)
-
-
-def succeeded(engine: Engine, since: datetime) -> dict[str, int]:
-    with engine.connect() as conn:
-        found = conn.execute(
-            text(
-                "SELECT job, count(*) FROM collection_runs WHERE started_at >= :since AND status = 'succeeded'"
-                " GROUP BY job"
-            ),
-            {"since": since},
-        )
-        return {str(job): int(n) for job, n in found}
 
 
 @pytest.fixture
@@ -83,7 +62,7 @@ def test_a_running_monitor_collects_every_venue_and_a_slow_venue_delays_no_other
     monitor = Monitor(settings)
     monitor.start()
     try:
-        wait_for(lambda: set(succeeded(engine, began)) == JOBS)
+        wait_for(lambda: set(succeeded(engine, began)) == SANDBOX_JOBS)
         age = REGISTRY.get_sample_value("risk_data_staleness_seconds", {"venue": "exchange-b", "kind": "positions"})
         assert age is not None
         assert age < 10

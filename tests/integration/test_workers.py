@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,39 +24,10 @@ from services.app import Monitor
 from services.config import Settings
 from services.rpc.relay import SECRET_HEADER
 from services.venue_settings import VenueSettings
-from tests.processes import ALWAYS_BREACHING_LIMITS, start_replica, write_config
+from tests.integration.collection_runs import SANDBOX_JOBS, succeeded
+from tests.processes import ALWAYS_BREACHING_LIMITS, start_replica, wait_for, write_config
 
 pytestmark = pytest.mark.integration
-
-COLLECTION_JOBS = {
-    "collect.positions.exchange-a",
-    "collect.balances.exchange-a",
-    "collect.positions.exchange-b",
-    "collect.balances.exchange-b",
-    "collect.custody.custodian-a",
-    "collect.settlements.custodian-a",
-    "collect.prices.market-data",
-}
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not met within {timeout}s")
-        time.sleep(0.05)
-
-
-def succeeded(engine: Engine, since: datetime) -> dict[str, int]:
-    with engine.connect() as conn:
-        found = conn.execute(
-            text(
-                "SELECT job, count(*) FROM collection_runs WHERE started_at >= :since AND status = 'succeeded'"
-                " GROUP BY job"
-            ),
-            {"since": since},
-        )
-        return {str(job): int(n) for job, n in found}
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -130,9 +102,9 @@ def test_the_work_runs_in_three_worker_processes_and_is_served_as_before(
     assert len(set(pids.values())) == 3
 
     began = datetime.now(UTC)
-    wait_for(lambda: set(succeeded(fresh_engine, began)) == COLLECTION_JOBS, what="every collection job succeeded")
+    wait_for(lambda: set(succeeded(fresh_engine, began)) == SANDBOX_JOBS, 30, "every collection job succeeded")
     with fresh_engine.connect() as conn:
-        wait_for(lambda: conn.scalar(text("SELECT count(*) FROM alerts WHERE state = 'open'")), what="alerts opened")
+        wait_for(lambda: conn.scalar(text("SELECT count(*) FROM alerts WHERE state = 'open'")), 30, "alerts opened")
         conn.rollback()
 
     # One /metrics with the workers' samples merged in: venue calls (collection), alert events (evaluation),
@@ -152,7 +124,7 @@ def test_the_work_runs_in_three_worker_processes_and_is_served_as_before(
             return list(stub.StreamTicks(iter([tick_batch(1, "61000"), tick_batch(2, "61500")]), timeout=20))
 
         # The tick path seeded itself before the first collection; its resync (every 1 s) brings the accounts.
-        wait_for(lambda: sum(r.accounts_evaluated for r in streamed()) > 0, what="ticks re-value accounts")
+        wait_for(lambda: sum(r.accounts_evaluated for r in streamed()) > 0, 30, "ticks re-value accounts")
         results = streamed()
         assert [r.batch_id for r in results] == [1, 2]
         assert sum(r.ticks_applied for r in results) == 2
@@ -180,15 +152,15 @@ def test_a_killed_worker_fails_its_runs_and_is_started_again(
     collection = monitor.workers["collection"]
     first = collection.pid
     assert first is not None
-    wait_for(lambda: succeeded(fresh_engine, datetime(2000, 1, 1, tzinfo=UTC)), what="a first collection")
+    wait_for(lambda: succeeded(fresh_engine, datetime(2000, 1, 1, tzinfo=UTC)), 30, "a first collection")
 
     sandbox.slow("exchange-a", 3.0)  # so a run is in flight when the worker dies
     time.sleep(1.0)
     os.kill(first, signal.SIGKILL)
     sandbox.clear_faults()
-    wait_for(lambda: collection.pid not in (None, first), what="a new collection worker")
+    wait_for(lambda: collection.pid not in (None, first), 30, "a new collection worker")
     after = datetime.now(UTC)
-    wait_for(lambda: set(succeeded(fresh_engine, after)) == COLLECTION_JOBS, what="collection resumed")
+    wait_for(lambda: set(succeeded(fresh_engine, after)) == SANDBOX_JOBS, 30, "collection resumed")
     samples = scrape(monitor.http.port if monitor.http else 0)
     assert total(samples, "risk_monitor_worker_restarts_total", worker="collection") == 1
     assert total(samples, "risk_monitor_job_failures_total") >= 1  # the runs in flight at the kill
@@ -204,11 +176,24 @@ def test_a_killed_worker_fails_its_runs_and_is_started_again(
     ticks = monitor.workers["ticks"]
     old = ticks.pid
     assert old is not None
-    os.kill(old, signal.SIGKILL)
-    wait_for(lambda: not ticks.alive, what="the tick worker gone")
-    with grpc.insecure_channel(f"127.0.0.1:{monitor.grpc_port}") as channel:  # the next stream starts it again
+    killed = threading.Event()
+
+    def batches() -> Iterator[pb.TickBatch]:
+        yield tick_batch(1, "62000")
+        killed.wait(30)
+        yield tick_batch(2, "62100")
+
+    with grpc.insecure_channel(f"127.0.0.1:{monitor.grpc_port}") as channel:
         stub = pb_grpc.RiskMonitorServiceStub(channel)
-        results = list(stub.StreamTicks(iter([tick_batch(1, "62000")]), timeout=60))
+        open_stream = stub.StreamTicks(batches(), timeout=60)
+        assert next(open_stream).batch_id == 1  # answered by the worker about to die
+        os.kill(old, signal.SIGKILL)
+        wait_for(lambda: not ticks.alive, 30, "the tick worker gone")
+        killed.set()
+        with pytest.raises(grpc.RpcError) as ended:
+            list(open_stream)
+        assert ended.value.code() is grpc.StatusCode.UNAVAILABLE  # the client reconnects
+        results = list(stub.StreamTicks(iter([tick_batch(3, "62000")]), timeout=60))  # starts a new worker
     assert results[0].ticks_applied == 1
     assert ticks.pid not in (None, old)
 
@@ -245,7 +230,8 @@ def test_serve_schedules_in_real_time_and_its_workers_in_the_normal_class(
         pid = replica.proc.pid
         wait_for(
             lambda: {os.sched_getscheduler(t) for t in _threads(pid)} == {os.SCHED_RR},
-            what="every thread of serve in SCHED_RR",
+            30,
+            "every thread of serve in SCHED_RR",
         )
         assert os.sched_getparam(pid).sched_priority == 5
         children = _children(pid)  # the three workers and multiprocessing's resource tracker
