@@ -5,8 +5,9 @@
 
 The monitor runs as `serve` runs it: a scheduling process (this one) and its three worker processes
 (collection, evaluation, the tick path; ``runtime.workers``), whose RSS and CPU are added to this process's.
-``--realtime N`` puts this process's threads in SCHED_RR at priority N before the idle baseline, as
-``runtime.scheduler_realtime_priority`` does for `serve`; ``--in-process`` runs everything in one process.
+``--realtime N`` is ``runtime.scheduler_realtime_priority`` (the scheduler's threads in SCHED_RR at priority
+N; 0: the normal class; the idle baseline's scheduler is started the same way); ``--in-process`` runs
+everything in one process.
 
 The venues are read through their batched endpoints, ``--batch`` accounts per request (0: one request per
 account, which at 1k accounts is ~4k requests/s and more CPU than one process has; docs/performance.md).
@@ -218,7 +219,6 @@ def start_sandbox(accounts: int, tmp: Path) -> tuple[subprocess.Popen[str], dict
 
 def tick_client(port: int, rate: float, seconds: float) -> None:
     """Stream price ticks at ``rate`` ticks/s in batches of TICK_BATCH; print one JSON line of figures."""
-    runtime.normal()  # started by a real-time soak (--realtime): the client is load, not the monitor
     from riskmonitor.v1 import risk_monitor_pb2 as pb
     from riskmonitor.v1 import risk_monitor_pb2_grpc as pb_grpc
 
@@ -310,7 +310,9 @@ def main() -> None:
         "--python-defaults", action="store_true", help="skip `serve`'s interpreter tuning (services/runtime.py)"
     )
     parser.add_argument("--in-process", action="store_true", help="runtime.workers off: everything in this one process")
-    parser.add_argument("--realtime", type=int, default=0, help="SCHED_RR priority of the scheduling process")
+    parser.add_argument(
+        "--realtime", type=int, default=Settings.runtime_scheduler_realtime_priority, help="scheduler threads' SCHED_RR"
+    )
     parser.add_argument("--worker-nice", type=int, default=0, help="runtime.worker_nice")
     parser.add_argument("--tick-client", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -323,11 +325,10 @@ def main() -> None:
         tmp = Path(tmp_dir)
         sandbox, where = start_sandbox(args.accounts, tmp)
         try:
-            if args.realtime:  # as serve does, and before the idle baseline: both phases in the same class
-                runtime.realtime(args.realtime)
             probe = Probe()
             idle = schedule.build_scheduler()
-            idle.start()
+            with runtime.realtime_threads(0 if args.in_process else args.realtime):  # as Monitor.start does
+                idle.start()
             idle_lateness = run_probe(idle, probe, args.idle_s)
             idle.shutdown()
 
@@ -361,6 +362,7 @@ def main() -> None:
                 runtime_gc_gen0_threshold=args.gc_gen0,
                 runtime_workers=not args.in_process,
                 runtime_worker_nice=args.worker_nice,
+                runtime_scheduler_realtime_priority=args.realtime,
             )
             if not args.python_defaults:  # as `risk-monitor serve` does
                 runtime.tune(
@@ -431,7 +433,11 @@ def main() -> None:
 
     evaluate_runs = runs.get("evaluate", 0.0)
     print(f"accounts: {accounts}, latest positions: {positions}, loaded phase: {wall:.0f} s")
-    model = "one process" if args.in_process else f"scheduler + worker processes (nice +{args.worker_nice})"
+    model = (
+        "one process"
+        if args.in_process
+        else f"scheduler + worker processes (nice +{args.worker_nice}), scheduler threads SCHED_RR {args.realtime}"
+    )
     print(f"process model: {model}")
     grown = rss_end - rss_start
     print(f"RSS (monitor, all processes): {rss_start:.1f} MB after warm-up -> {rss_end:.1f} MB at end ({grown:+.1f})")

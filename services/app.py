@@ -157,7 +157,11 @@ class Monitor:
             )
             self.grpc_server.start()
             self.api.start()
-            self.scheduler.start()
+            # Only the scheduler's threads (its loop and job pools): with workers they just dispatch. The
+            # gRPC and HTTP threads stay in the normal class, so a query storm never runs ahead of the work.
+            realtime = min(s.runtime_scheduler_realtime_priority, 99) if s.runtime_workers else 0
+            with runtime.realtime_threads(realtime):
+                self.scheduler.start()
             self.http.start()
             self._register_in_ecosystem()
         except BaseException:
@@ -526,9 +530,6 @@ def serve(settings: Settings) -> None:
     monitor = Monitor(settings)
     monitor.start()
     runtime.freeze()  # what start-up built lives as long as the process: never traverse it again
-    if settings.runtime_workers and settings.runtime_scheduler_realtime_priority:
-        # After start: the embedded PostgreSQL (a child) must not inherit it; the workers drop it themselves.
-        runtime.realtime(min(settings.runtime_scheduler_realtime_priority, 99))
     try:
         stop.wait()
     finally:

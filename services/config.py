@@ -333,8 +333,8 @@ _FIELDS: tuple[_Field, ...] = (
     _Field(
         "runtime.scheduler_realtime_priority",
         _parse_non_negative_int,
-        "With runtime.workers: SCHED_RR priority (1-99) of the scheduling process, so due jobs start on time "
-        "on a busy machine (needs CAP_SYS_NICE; refused: logged, normal class). 0: off.",
+        "With runtime.workers: SCHED_RR priority (1-99) of the scheduler's threads, so due jobs start on time "
+        "on a busy machine (needs CAP_SYS_NICE or RLIMIT_RTPRIO; refused: logged, normal class). 0: off.",
     ),
     _Field(
         "runtime.worker_nice",
@@ -429,7 +429,7 @@ class Settings:
     runtime_switch_interval_ms: float = 1.0
     runtime_gc_gen0_threshold: int = 0  # measured: 50,000 made each young pass ~100 ms (docs/performance.md)
     runtime_workers: bool = True
-    runtime_scheduler_realtime_priority: int = 0
+    runtime_scheduler_realtime_priority: int = 10
     runtime_worker_nice: int = 0
     runtime_worker_call_timeout_s: float = 120.0
     venues: tuple[VenueSettings, ...] = ()

@@ -23,6 +23,7 @@ import gc
 import logging
 import os
 import sys
+from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
 
@@ -48,32 +49,31 @@ def freeze() -> None:
     log.info("interpreter: %d start-up objects frozen out of garbage collection", gc.get_freeze_count())
 
 
-def realtime(priority: int) -> bool:
-    """Move every thread of this process, and so every thread they start later, into the SCHED_RR real-time
-    class at ``priority`` (1-99): a thread that wakes (a due job) then gets a core at once instead of waiting
-    for a busy core's time slice to end (measured: that wait was what was left of the scheduler's lateness
-    once the work ran in worker processes; docs/performance.md "Soak"). Only for a process that does little
-    work itself; child processes inherit the class and must call ``normal()`` first thing. Needs
-    CAP_SYS_NICE (or an RLIMIT_RTPRIO): without it, logs a warning and returns False."""
+@contextlib.contextmanager
+def realtime_threads(priority: int) -> Iterator[bool]:
+    """Threads started inside the block run in the SCHED_RR real-time class at ``priority`` (1-99; 0: off):
+    when one wakes (a due job) it gets a core at once instead of waiting for a busy core's time slice to end
+    (measured: that wait was what was left of the scheduler's lateness once the work ran in worker
+    processes; docs/performance.md "Soak"). The calling thread is in the class only for the block: threads
+    inherit it at creation, so only those started inside, and the threads *they* start, keep it. Yields
+    whether it was granted: it needs CAP_SYS_NICE or an RLIMIT_RTPRIO that high; refused, it is logged and
+    everything stays in the normal class. Child processes inherit it too and must call ``normal()``."""
+    granted = False
+    if priority > 0:
+        try:
+            os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(priority))
+            granted = True
+            log.info("interpreter: threads started now run in SCHED_RR at priority %d", priority)
+        except OSError as exc:
+            log.info("interpreter: real-time priority %d refused (%s); normal class", priority, exc)
     try:
-        for tid in sorted(int(t) for t in os.listdir("/proc/self/task")):
-            with contextlib.suppress(ProcessLookupError):  # a thread that just ended
-                os.sched_setscheduler(tid, os.SCHED_RR, os.sched_param(priority))
-    except (PermissionError, OSError) as exc:
-        normal_threads()
-        log.warning("interpreter: real-time priority %d refused (%s); running in the normal class", priority, exc)
-        return False
-    log.info("interpreter: every thread in SCHED_RR at priority %d", priority)
-    return True
-
-
-def normal_threads() -> None:
-    for tid in (int(t) for t in os.listdir("/proc/self/task")):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+        yield granted
+    finally:
+        if granted:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 
 
 def normal() -> None:
-    """Back to the normal scheduling class (a worker process whose parent runs real-time): every thread."""
+    """Back to the normal scheduling class (a worker process started by a real-time thread)."""
     if os.sched_getscheduler(0) in (os.SCHED_RR, os.SCHED_FIFO):
-        normal_threads()
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))

@@ -45,16 +45,17 @@ def test_zero_keeps_the_interpreters_collector_threshold() -> None:
 REALTIME = """
 import json, os, threading
 from services import runtime
-first = threading.Thread(target=threading.Event().wait, daemon=True)
-first.start()  # running before the call: moved too
-granted = runtime.realtime({priority})
-later = threading.Thread(target=threading.Event().wait, daemon=True)
-later.start()  # started after it: inherits the class
-policies = sorted({os.sched_getscheduler(int(t)) for t in os.listdir("/proc/self/task")})
-param = os.sched_getparam(0).sched_priority
-runtime.normal()
-after = sorted({os.sched_getscheduler(int(t)) for t in os.listdir("/proc/self/task")})
-print(json.dumps([granted, policies, param, after]))
+def policy(thread): return os.sched_getscheduler(thread.native_id)
+before = threading.Thread(target=threading.Event().wait, daemon=True)
+before.start()
+with runtime.realtime_threads({priority}) as granted:
+    inside = threading.Thread(target=threading.Event().wait, daemon=True)
+    inside.start()  # started in the block: inherits the class
+    during = os.sched_getscheduler(0)
+after = threading.Thread(target=threading.Event().wait, daemon=True)
+after.start()
+print(json.dumps([granted, policy(before), policy(inside), os.sched_getparam(inside.native_id).sched_priority,
+                  during, os.sched_getscheduler(0), policy(after)]))
 """
 
 
@@ -71,17 +72,17 @@ def _realtime_probe(priority: int) -> list[object]:
     return list(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def test_realtime_moves_every_thread_and_later_ones_into_sched_rr_and_normal_moves_them_back() -> None:
-    granted, policies, priority, after = _realtime_probe(7)
+def test_only_threads_started_inside_realtime_threads_stay_in_sched_rr() -> None:
+    granted, before, inside, priority, during, caller_after, after = _realtime_probe(7)
+    normal = os.SCHED_OTHER
     if not granted:  # neither root nor an RLIMIT_RTPRIO on this machine: refused, and nothing moved
-        assert policies == after == [os.SCHED_OTHER]
+        assert (before, inside, during, caller_after, after) == (normal,) * 5
         return
-    assert policies == [os.SCHED_RR]
-    assert priority == 7
-    assert after == [os.SCHED_OTHER]
+    assert (inside, priority, during) == (os.SCHED_RR, 7, os.SCHED_RR)
+    assert (before, caller_after, after) == (normal,) * 3  # the caller is back; nothing else was moved
 
 
 def test_a_refused_realtime_request_leaves_every_thread_normal() -> None:
-    granted, policies, _, _ = _realtime_probe(100)  # the kernel refuses it (1-99), as it would without privilege
+    granted, before, inside, _, during, caller_after, after = _realtime_probe(100)  # the kernel accepts 1-99 only
     assert granted is False
-    assert policies == [os.SCHED_OTHER]
+    assert {before, inside, during, caller_after, after} == {os.SCHED_OTHER}
