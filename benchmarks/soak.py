@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
 import os
 import random
@@ -151,6 +152,34 @@ def run_probe(scheduler: BackgroundScheduler, probe: Probe, seconds: float) -> d
     time.sleep(seconds + 2)
     scheduler.remove_job("probe")
     return probe.summary()
+
+
+def evaluation_phases(http_port: int) -> dict[str, float]:
+    """Cumulative (sum, count) of the evaluation's phases, read from the monitor's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as answer:
+        body = answer.read().decode()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(body):
+        if family.name == "risk_monitor_evaluation_duration_seconds":
+            for sample in family.samples:
+                if sample.name.endswith(("_sum", "_count")):
+                    out[f"{sample.labels['phase']}:{sample.name.rsplit('_', 1)[1]}"] = sample.value
+    return out
+
+
+def phase_means(timeline: list[dict[str, float]]) -> list[str]:
+    """Per minute: mean read / compute / write / total of the passes in that minute (ms)."""
+    lines = []
+    for minute, (before, after) in enumerate(itertools.pairwise(timeline), start=2):
+        means = []
+        for phase in ("read", "compute", "write", "total"):
+            n = after.get(f"{phase}:count", 0.0) - before.get(f"{phase}:count", 0.0)
+            total = after.get(f"{phase}:sum", 0.0) - before.get(f"{phase}:sum", 0.0)
+            means.append(f"{phase} {total / n * 1000:.0f}" if n else f"{phase} -")
+        lines.append(f"  minute {minute}: " + ", ".join(means) + " ms")
+    return lines
 
 
 def cpu_seconds(pid: int) -> float:
@@ -391,9 +420,16 @@ def main() -> None:
                 rss_timeline: list[float] = []
                 sampling = threading.Event()
 
+                phase_timeline: list[dict[str, float]] = []
+                http_port = monitor.http.port if monitor.http is not None else 0
+
                 def sample_rss() -> None:  # a timeline tells a plateau (caches warming) from a leak (a slope)
+                    ticks = 0
                     while not sampling.wait(15):
                         rss_timeline.append(round(monitor_rss(monitor), 1))
+                        ticks += 1
+                        if ticks % 4 == 0:  # every minute: evaluation phase totals (from the merged /metrics)
+                            phase_timeline.append(evaluation_phases(http_port))
 
                 sampler = threading.Thread(target=sample_rss, daemon=True)
                 sampler.start()
@@ -467,6 +503,9 @@ def main() -> None:
     print(f"interpreter: {tuning}, switch interval {sys.getswitchinterval() * 1000:.2f} ms, gc {gc.get_threshold()}")
     print(f"venue requests: {'one per account' if not args.batch else f'{args.batch} accounts per request'}")
     print(f"tick stream ({args.ticks_per_s:.0f} ticks/s offered, batches of {TICK_BATCH}): {tick_figures}")
+    if len(phase_timeline) > 1:
+        print("evaluation phases per minute (mean per pass):")
+        print("\n".join(phase_means(phase_timeline)))
     for job in sorted(j for j in runs if j.startswith("collect.")):
         mean = durations.get(job, 0.0) / runs[job] if runs[job] else 0.0
         print(f"  {job}: {runs[job]:.0f} runs, mean {mean * 1000:.0f} ms")

@@ -194,7 +194,7 @@ class WorkerProcess:
             if not self._alive_locked():
                 return []
         try:
-            result = self._submit(("families",)).result(timeout_s)
+            result = self._submit(("families",), start=False).result(timeout_s)  # a scrape never restarts one
         except (WorkerError, FutureTimeout):
             log.warning("worker %s did not report its metrics within %.1f s", self.name, timeout_s)
             return []
@@ -238,18 +238,11 @@ class WorkerProcess:
         )
         process.start()
         child.close()  # only the child holds its end: its death is EOF here
-        if not parent.poll(self.start_timeout_s):
-            process.kill()
-            raise WorkerError(f"worker {self.name} did not start within {self.start_timeout_s:.0f} s")
         try:
-            answer = parent.recv()
-        except EOFError:
-            process.join(5)
-            raise WorkerError(f"worker {self.name} exited while starting (exit code {process.exitcode})") from None
-        if answer[0] != "ready":
-            process.join(5)
-            log.error("worker %s could not start:\n%s", self.name, answer[2])
-            raise WorkerError(f"worker {self.name} could not start: {answer[1]}")
+            answer = self._ready(parent, process)
+        except WorkerError:
+            parent.close()
+            raise
         pending: dict[int, Future[object]] = {}  # this child's calls: its predecessor's EOF must not fail them
         reader = threading.Thread(
             target=self._read, args=(parent, process, pending), name=f"worker-{self.name}-reader", daemon=True
@@ -265,12 +258,30 @@ class WorkerProcess:
         reader.start()
         log.info("worker %s started (pid %d)", self.name, process.pid)
 
+    def _ready(self, parent: Connection, process: Any) -> tuple[Any, ...]:
+        """The child's "ready" message, or WorkerError with why it did not start."""
+        if not parent.poll(self.start_timeout_s):
+            process.kill()
+            process.join(5)
+            raise WorkerError(f"worker {self.name} did not start within {self.start_timeout_s:.0f} s")
+        try:
+            answer: tuple[Any, ...] = parent.recv()
+        except EOFError:
+            process.join(5)
+            raise WorkerError(f"worker {self.name} exited while starting (exit code {process.exitcode})") from None
+        if answer[0] != "ready":
+            process.join(5)
+            log.error("worker %s could not start:\n%s", self.name, answer[2])
+            raise WorkerError(f"worker {self.name} could not start: {answer[1]}")
+        return answer
+
     def _exitcode(self) -> int | None:
         return self._process.exitcode if self._process is not None else None
 
-    def _submit(self, message: tuple[object, ...]) -> Future[object]:
+    def _submit(self, message: tuple[object, ...], *, start: bool = True) -> Future[object]:
         future: Future[object] = Future()
-        self.start()
+        if start:
+            self.start()
         with self._lock:
             if self._conn is None:
                 raise WorkerError(f"worker {self.name} exited")
