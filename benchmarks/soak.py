@@ -42,6 +42,7 @@ import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 from _support import ROOT, benchmark_database
@@ -154,12 +155,10 @@ def run_probe(scheduler: BackgroundScheduler, probe: Probe, seconds: float) -> d
     return probe.summary()
 
 
-def evaluation_phases(http_port: int) -> dict[str, float]:
-    """Cumulative (sum, count) of the evaluation's phases, read from the monitor's /metrics."""
+def evaluation_phases(body: str) -> dict[str, float]:
+    """Cumulative (sum, count) of the evaluation's phases in one /metrics body."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as answer:
-        body = answer.read().decode()
     out: dict[str, float] = {}
     for family in text_string_to_metric_families(body):
         if family.name == "risk_monitor_evaluation_duration_seconds":
@@ -167,6 +166,42 @@ def evaluation_phases(http_port: int) -> dict[str, float]:
                 if sample.name.endswith(("_sum", "_count")):
                     out[f"{sample.labels['phase']}:{sample.name.rsplit('_', 1)[1]}"] = sample.value
     return out
+
+
+def scraper(port: int, every_s: float, seconds: float) -> None:
+    """Scrape /metrics every ``every_s`` as Prometheus would, from its own process (the parsing must not load the
+    monitor's); print one JSON line: scrape times and size, and the evaluation's phase totals once a minute."""
+    times: list[float] = []
+    size = 0
+    phases: list[dict[str, float]] = []
+    started = time.monotonic()
+    for n in itertools.count():
+        delay = started + n * every_s - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        if time.monotonic() - started > seconds:
+            break
+        t0 = time.perf_counter()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+            body = answer.read()
+        times.append(time.perf_counter() - t0)
+        size = len(body)
+        if n % max(1, round(60 / every_s)) == 0:
+            phases.append(evaluation_phases(body.decode()))
+    ms = sorted(t * 1000 for t in times) or [0.0]
+    print(
+        json.dumps(
+            {
+                "scrapes": len(times),
+                "every_s": every_s,
+                "p50_ms": round(ms[len(ms) // 2], 1),
+                "max_ms": round(ms[-1], 1),
+                "bytes": size,
+                "phases": phases,
+            }
+        ),
+        flush=True,
+    )
 
 
 def phase_means(timeline: list[dict[str, float]]) -> list[str]:
@@ -302,7 +337,8 @@ def tick_client(port: int, rate: float, seconds: float) -> None:
     )
 
 
-def finish_tick_client(proc: subprocess.Popen[str] | None) -> dict[str, object]:
+def finish_child(proc: subprocess.Popen[str] | None) -> dict[str, Any]:
+    """The JSON line a child (tick client, scraper) printed last."""
     if proc is None:
         return {"stream": "off"}
     try:
@@ -314,9 +350,10 @@ def finish_tick_client(proc: subprocess.Popen[str] | None) -> dict[str, object]:
     return json.loads(lines[-1]) if lines else {"exit": proc.returncode}
 
 
-def start_tick_client(port: int, rate: float, seconds: float) -> subprocess.Popen[str]:
+def start_child(*args: str) -> subprocess.Popen[str]:
+    """This script again as a child process (tick client, scraper)."""
     return subprocess.Popen(
-        [sys.executable, __file__, "--tick-client", str(port), "--ticks-per-s", str(rate), "--duration", str(seconds)],
+        [sys.executable, __file__, *args],
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,
@@ -343,11 +380,18 @@ def main() -> None:
         "--realtime", type=int, default=Settings.runtime_scheduler_realtime_priority, help="scheduler threads' SCHED_RR"
     )
     parser.add_argument("--worker-nice", type=int, default=0, help="runtime.worker_nice")
+    parser.add_argument(
+        "--scrape-every", type=float, default=15.0, help="seconds between /metrics scrapes by a separate process"
+    )
     parser.add_argument("--tick-client", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--scraper", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     duration = args.minutes * 60 if args.minutes is not None else args.duration
     if args.tick_client is not None:
         tick_client(args.tick_client, args.ticks_per_s, duration)
+        return
+    if args.scraper is not None:
+        scraper(args.scraper, args.scrape_every, duration)
         return
 
     with tempfile.TemporaryDirectory(prefix="rm-soak-") as tmp_dir, benchmark_database() as url:
@@ -405,7 +449,14 @@ def main() -> None:
             try:
                 ticks = None
                 if args.ticks_per_s > 0:  # runs through warm-up and the loaded phase; reports at its end
-                    ticks = start_tick_client(monitor.grpc_port, args.ticks_per_s, 20 + duration)
+                    ticks = start_child(
+                        "--tick-client",
+                        str(monitor.grpc_port),
+                        "--ticks-per-s",
+                        str(args.ticks_per_s),
+                        "--duration",
+                        str(20 + duration),
+                    )
                 time.sleep(20)  # warm-up: first full collection, first evaluation (opens every alert)
                 rss_start = monitor_rss(monitor)
                 rss_parts_start = {"scheduler": rss_mb(), **{n: rss_mb(p) for n, p in worker_pids(monitor).items()}}
@@ -420,16 +471,23 @@ def main() -> None:
                 rss_timeline: list[float] = []
                 sampling = threading.Event()
 
-                phase_timeline: list[dict[str, float]] = []
                 http_port = monitor.http.port if monitor.http is not None else 0
+                scrapes = (
+                    start_child(
+                        "--scraper",
+                        str(http_port),
+                        "--scrape-every",
+                        str(args.scrape_every),
+                        "--duration",
+                        str(duration),
+                    )
+                    if args.scrape_every > 0
+                    else None
+                )
 
                 def sample_rss() -> None:  # a timeline tells a plateau (caches warming) from a leak (a slope)
-                    ticks = 0
                     while not sampling.wait(15):
                         rss_timeline.append(round(monitor_rss(monitor), 1))
-                        ticks += 1
-                        if ticks % 4 == 0:  # every minute: evaluation phase totals (from the merged /metrics)
-                            phase_timeline.append(evaluation_phases(http_port))
 
                 sampler = threading.Thread(target=sample_rss, daemon=True)
                 sampler.start()
@@ -454,7 +512,8 @@ def main() -> None:
                 failures = counter_total("risk_monitor_job_failures_total")
                 runs = counter_total("risk_monitor_job_duration_seconds_count")
                 durations = counter_total("risk_monitor_job_duration_seconds_sum")
-                tick_figures = finish_tick_client(ticks)
+                tick_figures = finish_child(ticks)
+                scrape_figures = finish_child(scrapes)
             finally:
                 monitor.stop()
         finally:
@@ -503,6 +562,8 @@ def main() -> None:
     print(f"interpreter: {tuning}, switch interval {sys.getswitchinterval() * 1000:.2f} ms, gc {gc.get_threshold()}")
     print(f"venue requests: {'one per account' if not args.batch else f'{args.batch} accounts per request'}")
     print(f"tick stream ({args.ticks_per_s:.0f} ticks/s offered, batches of {TICK_BATCH}): {tick_figures}")
+    phase_timeline = scrape_figures.pop("phases", [])
+    print(f"/metrics scraped by a separate process: {scrape_figures}")
     if len(phase_timeline) > 1:
         print("evaluation phases per minute (mean per pass):")
         print("\n".join(phase_means(phase_timeline)))

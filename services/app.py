@@ -17,7 +17,6 @@ from types import FrameType
 import grpc
 from apscheduler.schedulers.background import BackgroundScheduler
 from grpc_health.v1 import health
-from prometheus_client.metrics_core import Metric
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -341,7 +340,7 @@ class Monitor:
         down = sorted(name for name, worker in self.workers.items() if not worker.alive)
         return f"worker {', '.join(down)} not running" if down else None
 
-    def _worker_families(self) -> list[list[Metric]]:
+    def _worker_families(self) -> list[list[metrics_merge.Rendered]]:
         return [worker.families(timeout_s=2.0) for worker in self.workers.values()]
 
     def _stop_work(self) -> None:

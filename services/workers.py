@@ -4,8 +4,8 @@ processes, so the scheduling process's GIL only dispatches and its jobs start on
 
 A worker is built once in its child by a module-level *builder* (``Settings`` -> ``Built``), then runs its
 jobs on request: ``WorkerProcess.call(job_id, *args)`` sends the request over a pipe and waits for the
-result; requests run concurrently in the child. The child's Prometheus samples are pulled at scrape time
-(``families()``) and merged into the parent's ``/metrics`` (services/metrics_merge.py).
+result; requests run concurrently in the child. The child's Prometheus families are rendered by the child at
+scrape time (``families()``) and merged into the parent's ``/metrics`` (services/metrics_merge.py).
 
 Faults: a child that dies (SIGKILL, crash) fails the calls in flight with ``WorkerError`` (the scheduler
 counts them as failed runs; every job writes in one transaction, so nothing partial is committed) and is
@@ -30,11 +30,11 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from prometheus_client import REGISTRY
-from prometheus_client.metrics_core import Metric
 
-from services import logs, metrics, runtime, tracing
+from services import logs, metrics, metrics_merge, runtime, tracing
 from services.config import Settings
 from services.errors import RiskMonitorError
+from services.metrics_merge import Rendered
 
 log = logging.getLogger(__name__)
 
@@ -127,16 +127,12 @@ def _serve(  # noqa: PLR0917 - the child's arguments, passed on
             if message[0] == "run":
                 pool.submit(run, *message[1:])
             elif message[0] == "families":
-                send(("ok", message[1], _own_families()))
+                send(("ok", message[1], metrics_merge.render(REGISTRY.collect(), skip=_PROCESS_PREFIXES)))
             else:  # "stop"
                 break
     finally:
         pool.shutdown(wait=True)  # a running job finishes its transaction
         built.close()
-
-
-def _own_families() -> list[Metric]:
-    return [m for m in REGISTRY.collect() if not m.name.startswith(_PROCESS_PREFIXES)]
 
 
 # --- the parent ----------------------------------------------------------------------------------------
@@ -188,8 +184,9 @@ class WorkerProcess:
         future = self._submit(("run", job_id, args))
         return self._wait(future, job_id, self.call_timeout_s if timeout_s is None else timeout_s)
 
-    def families(self, timeout_s: float) -> list[Metric]:
-        """The child's metric families now (for the parent's /metrics); [] when it does not answer in time."""
+    def families(self, timeout_s: float) -> list[Rendered]:
+        """The child's metric families now, rendered by the child (for the parent's /metrics); [] when it does
+        not answer in time."""
         with self._lock:
             if not self._alive_locked():
                 return []

@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.metrics_merge import merge
+from services.metrics_merge import SAMPLES_SENT, merge, merge_rendered, render
 
 
 def families(registry: CollectorRegistry) -> list[Metric]:
@@ -73,3 +73,40 @@ def test_a_name_reused_with_another_type_keeps_the_first_family() -> None:
     merged = merge(families(first), [families(second)])
     assert [f.type for f in merged if f.name == "depth"] == ["gauge"]
     assert sample(merged, "depth") == 4
+
+
+def exposition_text(*registries: CollectorRegistry) -> str:
+    return merge_rendered([render(r.collect()) for r in registries]).decode()
+
+
+def test_a_family_with_samples_in_one_process_is_copied_as_that_process_rendered_it() -> None:
+    parent, worker = CollectorRegistry(), CollectorRegistry()
+    Gauge("exposure", "Per account.", ["account"], registry=parent)  # registered here, set only in the worker
+    g = Gauge("exposure", "Per account.", ["account"], registry=worker)
+    for i in range(SAMPLES_SENT + 10):  # too large to travel as samples: text only
+        g.labels(f"a{i}").set(i)
+    rendered = render(worker.collect())
+    assert rendered[0].samples is None
+    text = exposition_text(parent, worker)
+    assert rendered[0].block.decode() in text
+    assert text.count("# TYPE exposure gauge") == 1
+
+
+def test_large_families_in_several_processes_are_read_back_from_their_text_and_added_up() -> None:
+    registries = [CollectorRegistry() for _ in range(3)]
+    for n, registry in enumerate(registries):
+        c = Counter("orders", "Per account.", ["account"], registry=registry)
+        for i in range(SAMPLES_SENT + 1):
+            c.labels(f"a{i}").inc(n + 1)
+    parsed = {f.name: f for f in text_string_to_metric_families(exposition_text(*registries))}
+    totals = {s.labels["account"]: s.value for s in parsed["orders"].samples if s.name == "orders_total"}
+    assert len(totals) == SAMPLES_SENT + 1
+    assert set(totals.values()) == {6.0}  # 1 + 2 + 3
+    assert len(parsed["orders_created"].samples) == SAMPLES_SENT + 1  # the text format's own family for _created
+
+
+def test_only_the_skipped_prefixes_are_left_out_of_a_render() -> None:
+    registry = CollectorRegistry()
+    Gauge("process_open_fds", "Theirs.", registry=registry).set(3)
+    Gauge("risk_depth", "Ours.", registry=registry).set(4)
+    assert [r.name for r in render(registry.collect(), skip=("process_", "python_"))] == ["risk_depth"]
