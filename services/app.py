@@ -71,6 +71,7 @@ class Monitor:
     leases: JobLeases | None = None
     shards: AccountShards | None = None
     workers: dict[str, WorkerProcess] = field(default_factory=dict)  # runtime.workers: name -> process
+    _incarnations: metrics_merge.Incarnations = field(default_factory=metrics_merge.Incarnations)
     _target: TickPathTarget | None = None
     _target_lock: threading.Lock = field(default_factory=threading.Lock)
     _ping: database.BoundedPing | None = None
@@ -341,7 +342,10 @@ class Monitor:
         return f"worker {', '.join(down)} not running" if down else None
 
     def _worker_families(self) -> list[list[metrics_merge.Rendered]]:
-        return [worker.families(timeout_s=2.0) for worker in self.workers.values()]
+        sources: list[list[metrics_merge.Rendered]] = []
+        for name, worker in self.workers.items():
+            sources.extend(self._incarnations.sources(name, worker.families(timeout_s=2.0)))
+        return sources
 
     def _stop_work(self) -> None:
         """Collection and evaluation, after the scheduler stopped (its last runs finished)."""

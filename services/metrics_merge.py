@@ -12,12 +12,16 @@ that the scheduler's thread cannot interrupt). `merge_rendered` then writes one 
 - a name reused with another type keeps the first family (never an invalid exposition).
 
 The worker's ``process_*``/``python_*`` families are not forwarded: they describe that process, not the service.
+
+A worker that is restarted starts its counters from zero; `Incarnations` keeps what the dead one last
+reported, so the merged counters never go down (Prometheus would read a drop as a reset of the whole series).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
@@ -48,6 +52,55 @@ class Rendered:
         # Only the sample names and labels matter: the parser splits a counter's _created into a family of
         # its own, but every sample keeps its full name, which is what the merge keys on.
         return [s for f in text_string_to_metric_families(self.block.decode()) for s in f.samples]
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What a worker answers to a scrape: its process id and its rendered families."""
+
+    pid: int
+    families: list[Rendered]
+
+
+# Families whose samples only grow over a process's life: what a dead incarnation leaves to the total.
+MONOTONIC = ("counter", "histogram", "summary")
+
+
+@dataclass
+class _Worker:
+    pid: int | None = None
+    last: list[Rendered] = field(default_factory=list)  # the current incarnation's monotonic families
+    retired: list[Rendered] = field(default_factory=list)  # every earlier incarnation's, added up
+
+
+class Incarnations:
+    """Each worker's families for one exposition, its earlier incarnations' counters included.
+
+    - A report from a new process id retires the previous incarnation: its last reported counters, histograms
+      and summaries are added to what earlier ones left. Increments between its last scrape and its death are
+      lost, but the merged series never goes down.
+    - A worker that does not answer (dead, restarting, busy past the scrape's bound) is shown by its last
+      counters; its gauges are left out rather than shown stale.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # scrapes may overlap
+        self._workers: dict[str, _Worker] = {}
+
+    def sources(self, name: str, report: Report | None) -> list[list[Rendered]]:
+        with self._lock:
+            worker = self._workers.setdefault(name, _Worker())
+            if report is None:
+                return [worker.last, worker.retired]
+            if worker.pid is not None and report.pid != worker.pid:
+                worker.retired = _added(worker.retired, worker.last)
+            worker.pid = report.pid
+            worker.last = [f for f in report.families if f.type in MONOTONIC and f.sample_count]
+            return [report.families, worker.retired]
+
+
+def _added(*sources: Sequence[Rendered]) -> list[Rendered]:
+    return [p[0] if len(p) == 1 else render([_merged(p)])[0] for p in _by_name(sources).values()]
 
 
 class _One:

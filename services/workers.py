@@ -34,7 +34,7 @@ from prometheus_client import REGISTRY
 from services import logs, metrics, metrics_merge, runtime, tracing
 from services.config import Settings
 from services.errors import RiskMonitorError
-from services.metrics_merge import Rendered
+from services.metrics_merge import Report
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +106,11 @@ def _serve(  # noqa: PLR0917 - the child's arguments, passed on
     send(("ready", dict(built.info)))
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"worker-{name}")
 
-    def run(request: int, job_id: str, args: tuple[object, ...]) -> None:
+    def run(request: int, job_id: str, args: tuple[object, ...], carrier: dict[str, str]) -> None:
         try:
-            result = built.jobs[job_id](*args)
+            # A child of the parent's "job ..." span (its traceparent came with the request): one trace per run.
+            with tracing.span(f"worker {name} {job_id}", kind=tracing.SpanKind.SERVER, parent_headers=carrier):
+                result = built.jobs[job_id](*args)
         except BaseException as exc:  # noqa: BLE001 - the parent's scheduler wrapper counts and logs it
             send(("error", request, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
             return
@@ -127,7 +129,8 @@ def _serve(  # noqa: PLR0917 - the child's arguments, passed on
             if message[0] == "run":
                 pool.submit(run, *message[1:])
             elif message[0] == "families":
-                send(("ok", message[1], metrics_merge.render(REGISTRY.collect(), skip=_PROCESS_PREFIXES)))
+                families = metrics_merge.render(REGISTRY.collect(), skip=_PROCESS_PREFIXES)
+                send(("ok", message[1], Report(os.getpid(), families)))
             else:  # "stop"
                 break
     finally:
@@ -181,21 +184,23 @@ class WorkerProcess:
 
     def call(self, job_id: str, *args: object, timeout_s: float | None = None) -> object:
         """Run ``job_id`` in the child and return its result; raise WorkerError if it raised or the child died."""
-        future = self._submit(("run", job_id, args))
+        carrier: dict[str, str] = {}
+        tracing.inject(carrier)  # the run's spans in the child join the caller's trace
+        future = self._submit(("run", job_id, args, carrier))
         return self._wait(future, job_id, self.call_timeout_s if timeout_s is None else timeout_s)
 
-    def families(self, timeout_s: float) -> list[Rendered]:
-        """The child's metric families now, rendered by the child (for the parent's /metrics); [] when it does
-        not answer in time."""
+    def families(self, timeout_s: float) -> Report | None:
+        """The child's metric families now, rendered by the child (for the parent's /metrics); None when it is
+        not running or does not answer in time."""
         with self._lock:
             if not self._alive_locked():
-                return []
+                return None
         try:
             result = self._submit(("families",), start=False).result(timeout_s)  # a scrape never restarts one
         except (WorkerError, FutureTimeout):
             log.warning("worker %s did not report its metrics within %.1f s", self.name, timeout_s)
-            return []
-        return result if isinstance(result, list) else []
+            return None
+        return result if isinstance(result, Report) else None
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Ask the child to finish its running jobs and exit; kill it after ``timeout_s``."""
@@ -311,6 +316,12 @@ class WorkerProcess:
             try:
                 message = conn.recv()
             except (EOFError, OSError):
+                break
+            except Exception:  # any unreadable message: which call it answered is unknown
+                # E.g. a result whose class the parent cannot load (its code changed under a running serve).
+                # Left alone, this reader would die and every later call would wait for its timeout.
+                log.exception("worker %s sent a message this process cannot read; killing it", self.name)
+                process.kill()
                 break
             with self._lock:
                 future = pending.pop(message[1], None)

@@ -34,9 +34,11 @@ from services.notifications.channels import AuditChannel, HttpJsonPoster
 from services.notifications.dispatcher import Dispatcher
 from services.venues.http import ExchangeClient, HttpPolicy, VenueUnavailable
 from services.venues.market_data import MarketDataClient, UnknownSymbol
+from services.workers import WorkerProcess
 from tests.ecosystem_fixtures import Receiver, wait_until
 from tests.integration.outbox_rows import add_event, insert_alert
 from tests.integration.rpc_harness import serving
+from tests.unit import worker_jobs
 
 pytestmark = pytest.mark.integration
 
@@ -79,6 +81,11 @@ class OtlpReceiver:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self.url
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "start() first"
         return f"http://127.0.0.1:{self._server.server_address[1]}/v1/traces"
 
     def stop(self) -> None:
@@ -375,3 +382,21 @@ def test_the_monitor_traces_when_configured_and_flushes_on_stop(database_url: st
     rpc = otlp.one("rpc /riskmonitor.v1.RiskMonitorService/ListAlerts")
     resource = next(r for r, s in otlp.spans if s is rpc)
     assert (resource["service.name"], resource["service.instance.id"]) == ("rm-monitor-test", "i-9")
+
+
+def test_a_run_in_a_worker_process_joins_the_callers_trace(traced: tracing.Tracing, otlp: OtlpReceiver) -> None:
+    settings = Settings(log_level="WARNING", service_instance="i-1", tracing_otlp_endpoint=otlp.url)
+    worker = WorkerProcess("traced", worker_jobs.echo, settings, ("hi",), call_timeout_s=20)
+    try:
+        with tracing.span("job collect.positions.x"):
+            assert worker.call("say", "ann").startswith("hi ann")
+    finally:
+        worker.stop(timeout_s=10)  # the child flushes its spans as it exits
+    traced.flush()
+    job = otlp.one("job collect.positions.x")
+    run = otlp.one("worker traced say")
+    assert run.trace_id == job.trace_id
+    assert run.parent_span_id == job.span_id
+    assert run.kind == Span.SpanKind.SPAN_KIND_SERVER
+    resource = next(r for r, s in otlp.spans if s is run)
+    assert resource["service.instance.id"].endswith(":traced")  # exported by the child, as the worker

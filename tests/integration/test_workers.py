@@ -153,6 +153,9 @@ def test_a_killed_worker_fails_its_runs_and_is_started_again(
     first = collection.pid
     assert first is not None
     wait_for(lambda: succeeded(fresh_engine, datetime(2000, 1, 1, tzinfo=UTC)), 30, "a first collection")
+    port = monitor.http.port if monitor.http else 0
+    records_before = total(scrape(port), "risk_monitor_collection_records_total")  # counted in the worker
+    assert records_before > 0
 
     sandbox.slow("exchange-a", 3.0)  # so a run is in flight when the worker dies
     time.sleep(1.0)
@@ -161,8 +164,14 @@ def test_a_killed_worker_fails_its_runs_and_is_started_again(
     wait_for(lambda: collection.pid not in (None, first), 30, "a new collection worker")
     after = datetime.now(UTC)
     wait_for(lambda: set(succeeded(fresh_engine, after)) == SANDBOX_JOBS, 30, "collection resumed")
-    samples = scrape(monitor.http.port if monitor.http else 0)
+    report = collection.families(timeout_s=10)  # the new worker's own count, from zero
+    assert report is not None
+    assert report.pid != first
+    own = sum(s.value for f in report.families for s in f.samples if s.name == "risk_monitor_collection_records_total")
+    samples = scrape(port)
     assert total(samples, "risk_monitor_worker_restarts_total", worker="collection") == 1
+    # the merged counter goes on from what the dead worker last reported instead of dropping to the new one's
+    assert total(samples, "risk_monitor_collection_records_total") >= records_before + own
     assert total(samples, "risk_monitor_job_failures_total") >= 1  # the runs in flight at the kill
     with fresh_engine.connect() as conn:  # nothing half-written by the killed runs
         open_runs = conn.scalar(

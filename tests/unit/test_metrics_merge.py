@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.metrics_merge import SAMPLES_SENT, merge, merge_rendered, render
+from services.metrics_merge import SAMPLES_SENT, Incarnations, Rendered, Report, merge, merge_rendered, render
 
 
 def families(registry: CollectorRegistry) -> list[Metric]:
@@ -110,3 +110,37 @@ def test_only_the_skipped_prefixes_are_left_out_of_a_render() -> None:
     Gauge("process_open_fds", "Theirs.", registry=registry).set(3)
     Gauge("risk_depth", "Ours.", registry=registry).set(4)
     assert [r.name for r in render(registry.collect(), skip=("process_", "python_"))] == ["risk_depth"]
+
+
+def worker_report(pid: int, runs: float, depth: float) -> Report:
+    registry = CollectorRegistry()
+    Counter("runs", "Runs.", registry=registry).inc(runs)
+    Gauge("depth", "Queue depth.", registry=registry).set(depth)
+    return Report(pid, render(registry.collect()))
+
+
+def merged_value(sources: list[list[Rendered]], name: str) -> float | None:
+    text = merge_rendered(sources).decode()
+    values = [s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name]
+    return values[0] if values else None
+
+
+def test_a_restarted_workers_counters_continue_from_what_the_dead_one_last_reported() -> None:
+    kept = Incarnations()
+    assert merged_value(kept.sources("collection", worker_report(100, 7, 3)), "runs_total") == 7
+    # killed: the next scrape finds no process; its counters stay as last seen, its gauge is not shown stale
+    absent = kept.sources("collection", None)
+    assert merged_value(absent, "runs_total") == 7
+    assert merged_value(absent, "depth") is None
+    # a new process counts from zero: the merged counter goes on from 7 instead of dropping to 2
+    assert merged_value(kept.sources("collection", worker_report(200, 2, 1)), "runs_total") == 9
+    assert merged_value(kept.sources("collection", worker_report(200, 5, 1)), "runs_total") == 12
+    assert merged_value(kept.sources("collection", worker_report(300, 1, 0)), "runs_total") == 13  # two retired
+    assert merged_value(kept.sources("collection", worker_report(300, 1, 4)), "depth") == 4  # the live gauge only
+
+
+def test_incarnations_are_kept_per_worker() -> None:
+    kept = Incarnations()
+    kept.sources("collection", worker_report(100, 7, 0))
+    assert merged_value(kept.sources("evaluation", worker_report(101, 1, 0)), "runs_total") == 1
+    assert merged_value(kept.sources("collection", worker_report(100, 8, 0)), "runs_total") == 8

@@ -70,7 +70,10 @@ def test_a_call_past_its_timeout_kills_the_hung_child_and_the_next_call_gets_a_n
 def test_the_childs_metric_families_are_pulled_without_the_process_collectors(worker: WorkerProcess) -> None:
     worker.call("say", "a")
     worker.call("say", "b")
-    families = {f.name: f for f in worker.families(timeout_s=10)}
+    report = worker.families(timeout_s=10)
+    assert report is not None
+    assert report.pid == worker.pid
+    families = {f.name: f for f in report.families}
     calls = families["risk_monitor_test_worker_calls"]
     values = {s.name: s.value for s in calls.samples if s.labels == {"job": "say"}}
     assert values["risk_monitor_test_worker_calls_total"] == 2
@@ -88,3 +91,12 @@ def test_a_stopped_worker_refuses_calls(worker: WorkerProcess) -> None:
     worker.stop(timeout_s=10)
     with pytest.raises(WorkerError, match="stopped"):
         worker.call("say", "ann")
+
+
+def test_a_message_the_parent_cannot_read_restarts_the_worker_instead_of_stalling_it(worker: WorkerProcess) -> None:
+    pid = worker.pid
+    with pytest.raises(WorkerError) as failed:
+        worker.call("unreadable", timeout_s=15)
+    assert "ran past" not in str(failed.value)  # failed when the answer came, not at the call's timeout
+    assert worker.call("say", "ann").startswith("hi ann")
+    assert worker.pid != pid

@@ -34,7 +34,22 @@ def echo(settings: Settings, greeting: str = "hello") -> Built:
     def meet() -> int:
         return gate.wait()  # returns only when two calls are inside at once
 
-    return Built({"say": say, "fail": fail, "hang": hang, "die": die, "meet": meet}, {"pid": os.getpid()})
+    def unreadable() -> Unreadable:
+        return Unreadable()
+
+    jobs = {"say": say, "fail": fail, "hang": hang, "die": die, "meet": meet, "unreadable": unreadable}
+    return Built(jobs, {"pid": os.getpid()})
+
+
+def _refuse() -> None:
+    raise RuntimeError("this result cannot be loaded here")
+
+
+class Unreadable:
+    """Pickles in the child, fails to load in the parent (as a class changed under a running serve would)."""
+
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return (_refuse, ())
 
 
 def broken(settings: Settings) -> Built:
