@@ -361,6 +361,14 @@ def start_child(*args: str) -> subprocess.Popen[str]:
     )
 
 
+def print_rss_parts(start: dict[str, float], end: dict[str, float], per_minute: dict[str, list[int]]) -> None:
+    if len(start) > 1:
+        parts = {n: f"{start[n]:.0f} -> {end.get(n, 0.0):.0f}" for n in start}
+        print(f"RSS per process (MB): {parts}")
+        for name, minutes in per_minute.items():
+            print(f"  {name} every minute (MB): {minutes}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=600.0, help="seconds of the loaded phase")
@@ -485,9 +493,17 @@ def main() -> None:
                     else None
                 )
 
+                per_process: dict[str, list[int]] = {}  # every minute: which process a slope would be in
+
                 def sample_rss() -> None:  # a timeline tells a plateau (caches warming) from a leak (a slope)
-                    while not sampling.wait(15):
+                    for n in itertools.count(1):
+                        if sampling.wait(15):
+                            break
                         rss_timeline.append(round(monitor_rss(monitor), 1))
+                        if n % 4 == 0:
+                            parts = {"scheduler": rss_mb(), **{k: rss_mb(p) for k, p in worker_pids(monitor).items()}}
+                            for k, mb in parts.items():
+                                per_process.setdefault(k, []).append(round(mb))
 
                 sampler = threading.Thread(target=sample_rss, daemon=True)
                 sampler.start()
@@ -537,9 +553,7 @@ def main() -> None:
     grown = rss_end - rss_start
     print(f"RSS (monitor, all processes): {rss_start:.1f} MB after warm-up -> {rss_end:.1f} MB at end ({grown:+.1f})")
     print(f"RSS every 15 s (MB): {rss_timeline}")
-    if len(rss_parts_start) > 1:
-        parts = {n: f"{rss_parts_start[n]:.0f} -> {rss_parts_end.get(n, 0.0):.0f}" for n in rss_parts_start}
-        print(f"RSS per process (MB): {parts}")
+    print_rss_parts(rss_parts_start, rss_parts_end, per_process)
     print(f"scheduler lateness idle:   {idle_lateness}")
     print(f"scheduler lateness loaded: {loaded_lateness}")
     if idle_lateness.get("p99_ms") and "p99_ms" in loaded_lateness:
