@@ -1,7 +1,7 @@
 """Soak: a real Monitor at 1k accounts x 10 positions, 1 s collection and evaluation, and a 5k ticks/s stream.
 
     .venv/bin/python benchmarks/soak.py [--duration 600] [--accounts 1000] [--ticks-per-s 5000] [--idle-s 20]
-                                        [--batch 100] [--realtime 10] [--in-process]
+                                        [--batch 100] [--realtime 10] [--in-process] [--scrape-every 15]
 
 The monitor runs as `serve` runs it: a scheduling process (this one) and its three worker processes
 (collection, evaluation, the tick path; ``runtime.workers``), whose RSS and CPU are added to this process's.
