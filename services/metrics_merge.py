@@ -23,12 +23,11 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-Families = Sequence[Metric]
 # A family with more samples than this travels as text only; if another process has samples in it too (not the
 # case for any family of this service today) its block is parsed back for the merge.
 SAMPLES_SENT = 256
@@ -132,11 +131,6 @@ def render(families: Iterable[Metric], skip: tuple[str, ...] = ()) -> list[Rende
     return out
 
 
-def merge(local: Iterable[Metric], remote: Iterable[Families]) -> list[Metric]:
-    """``local``'s families with every remote family's samples merged in, as structured families."""
-    return [_merged(parts) for parts in _by_name([render(local), *(render(r) for r in remote)]).values()]
-
-
 def merge_rendered(sources: Sequence[Sequence[Rendered]]) -> bytes:
     """One exposition from several processes' rendered families (the first source's order, then new names)."""
     out = []
@@ -181,5 +175,4 @@ def exposition(remote: Callable[[], Sequence[Sequence[Rendered]]] | None = None)
     """The ``/metrics`` body: this process's registry, with ``remote()``'s rendered families merged in."""
     if remote is None:
         return lambda: generate_latest(REGISTRY)
-    local: CollectorRegistry = REGISTRY
-    return lambda: merge_rendered([render(local.collect()), *remote()])
+    return lambda: merge_rendered([render(REGISTRY.collect()), *remote()])
